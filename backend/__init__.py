@@ -1,0 +1,1 @@
+"""The database layer for FastAPI + SQLModel services on Neon serverless Postgres."""

@@ -1,0 +1,47 @@
+"""`python -m backend`: serve the app on DATABASE_URL, or on an embedded PostgreSQL without it."""
+
+import argparse
+import os
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from time import perf_counter
+
+import uvicorn
+
+from backend.embedded import PostgresServer, embedded_bindir, running
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BACKEND_PGDATA", ".pgdata")),
+        help="the embedded server's folder, kept across runs (default: .pgdata, or BACKEND_PGDATA)",
+    )
+    args = parser.parse_args(argv)
+
+    with ExitStack() as stack:
+        if os.environ.get("DATABASE_URL"):
+            print("Using DATABASE_URL", flush=True)
+        else:
+            server = PostgresServer(embedded_bindir(), args.data_dir.resolve())
+            started = perf_counter()
+            stack.enter_context(running(server))
+            # The URL's repr hides the password; the app reads the full one from the environment.
+            print(
+                f"Embedded PostgreSQL {server.version()} started in "
+                f"{perf_counter() - started:.2f} s at {server.url()!r} (data in {server.root})",
+                flush=True,
+            )
+            os.environ["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
+        # uvicorn handles Ctrl-C by shutting the app down and returning; the ExitStack then
+        # stops the embedded server (pg_ctl starts it in its own session, so Ctrl-C spares it).
+        with suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its clean shutdown
+            uvicorn.run("backend.main:app", host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Route modules; create_app() wires this whole package to the container."""

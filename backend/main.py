@@ -1,0 +1,35 @@
+"""The FastAPI application: container built and wired at start, engine disposed at stop."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend import api
+from backend.api import health
+from backend.container import Container
+
+
+def create_app(container: Container | None = None) -> FastAPI:
+    """The app; without a container, one is made when the app starts, from that environment."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        active = container if container is not None else Container()
+        active.wire(packages=[api])
+        app.state.container = active
+        # Validates the settings (a bad one stops startup here) and builds the pool; SQLAlchemy
+        # connects on first use, so the app starts even while the database is unreachable.
+        engine = active.engine()
+        try:
+            yield
+        finally:
+            active.unwire()
+            engine.dispose()
+
+    app = FastAPI(title="backend", lifespan=lifespan)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()
