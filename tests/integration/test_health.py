@@ -1,0 +1,88 @@
+"""GET /health/db, and the app's life with a database that comes and goes."""
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import URL
+
+from backend.container import Container
+from backend.embedded import PostgresServer, has_tls
+from backend.main import create_app
+from tests.conftest import use_database
+from tests.postgres import Certificates, SuiteDatabase, choose_bindir, new_server
+
+
+def test_health_reports_the_database(client: TestClient, postgres: SuiteDatabase) -> None:
+    response = client.get("/health/db")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["latency_ms"] > 0
+    assert body["ssl"] is postgres.tls
+    assert body["server_version"][:2].isdigit()
+    assert body["pool"] == {"size": 20, "checked_out": 0, "overflow": 0}
+
+
+@pytest.fixture
+def private_server() -> Iterator[tuple[PostgresServer, Path | None]]:
+    """A server of this test's own, to stop and start under a running app."""
+    bindir = choose_bindir()
+    certificates = Certificates(Path(tempfile.mkdtemp())) if has_tls(bindir) else None
+    server = new_server(bindir, certificates)
+    server.start()
+    server.stop()  # made, and down: the app starts without it
+    yield server, certificates.ca_file if certificates else None
+    server.stop()
+
+
+def test_the_app_starts_without_its_database_and_recovers_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+    private_server: tuple[PostgresServer, Path | None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, ca_file = private_server
+    url = server.url()
+    if ca_file:
+        url = url.update_query_dict({"sslmode": "verify-full", "sslrootcert": str(ca_file)})
+    use_database(monkeypatch, url)
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(Container())) as client:
+        down = client.get("/health/db")
+        assert down.status_code == 503
+        assert down.json()["status"] == "unavailable"
+        assert "Connection refused" in down.json()["error"]
+
+        server.start()
+        assert client.get("/health/db").status_code == 200
+
+        server.stop()  # the pooled connection dies with it; pre-ping notices
+        assert client.get("/health/db").status_code == 503
+
+        server.start()
+        assert client.get("/health/db").status_code == 200
+    assert server.password not in caplog.text
+    assert server.password not in down.text
+
+
+def test_a_wrong_password_is_reported_without_it(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "Wr0ngPassw0rd-5ecret"
+    use_database(monkeypatch, database_url.set(password=wrong))
+    caplog.set_level(logging.DEBUG)
+    container = Container()
+    with TestClient(create_app(container)) as client:
+        response = client.get("/health/db")
+    assert response.status_code == 503
+    assert "password authentication failed" in response.json()["error"]
+    assert wrong not in response.text
+    assert wrong not in caplog.text
+    with pytest.raises(sa.exc.OperationalError) as error:  # what a route would raise
+        container.engine().connect()
+    assert wrong not in str(error.value)
+    assert wrong not in repr(error.value)

@@ -1,0 +1,18 @@
+"""The README says what a newcomer sees: its example is a test of this suite."""
+
+from tests.conftest import project_root
+
+
+def test_the_readme_shows_the_override_example_verbatim() -> None:
+    readme = (project_root() / "README.md").read_text()
+    example = (project_root() / "tests/integration/test_readme_example.py").read_text()
+    body = example.split('"""', 2)[2].strip()  # without the docstring
+    assert body in readme
+
+
+def test_the_readme_commands_are_the_ones_ci_runs() -> None:
+    readme = (project_root() / "README.md").read_text()
+    ci = (project_root() / ".ci/run").read_text()
+    test_command = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"
+    assert test_command in readme
+    assert test_command in ci
