@@ -1,32 +1,38 @@
-"""The dependency-injection container: config → settings → engine → per-request session."""
+"""The dependency-injection container: config → settings → engines → per-request sessions."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import yaml
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Closing, Provide
 from fastapi import Depends
 from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db.engine import create_sync_engine
-from backend.db.session import session_resource
+from backend.compat import fix_closing_on_python_311
+from backend.db.engine import create_async_db_engine, create_sync_engine
+from backend.db.session import async_session_resource, session_resource
 from backend.settings import ConfigurationError, load_settings
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "config.yml"
+
+fix_closing_on_python_311()
 
 
 class Container(containers.DeclarativeContainer):
     # Read when a Container() is made, with the environment of that moment.
     config = providers.Configuration(yaml_files=[CONFIG_FILE])
     settings = providers.ThreadSafeSingleton(load_settings, config.database)
-    # A Singleton, not a Resource: Closing shuts down every Resource it reaches, and would
-    # dispose the engine after each request. Thread-safe: sync routes run in a threadpool.
+    # Singletons, not Resources: Closing shuts down every Resource it reaches, and would
+    # dispose an engine after each request. Thread-safe: sync routes run in a threadpool.
     engine = providers.ThreadSafeSingleton(create_sync_engine, settings)
-    # Per request: its state lives in a ContextVar, and each request runs in its own context.
-    # Never initialise it outside a request (e.g. a blanket init_resources()): every request
+    async_engine = providers.ThreadSafeSingleton(create_async_db_engine, settings)
+    # Per request: their state lives in a ContextVar, and each request runs in its own context.
+    # Never initialise them outside a request (e.g. a blanket init_resources()): every request
     # would then share that one session.
     session = providers.ContextLocalResource(session_resource, engine=engine)
+    async_session = providers.ContextLocalResource(async_session_resource, engine=async_engine)
 
     def __new__(cls, **overriding_providers: Any) -> "Container":
         # ${VAR} is pasted into the YAML text before parsing, so a value that breaks YAML makes
@@ -41,5 +47,21 @@ class Container(containers.DeclarativeContainer):
             ) from None
 
 
-# The route idiom: `def route(session: SessionDep)` gets its own session, closed after the route.
-SessionDep = Annotated[Session, Depends(Closing[Provide[Container.session]])]
+if TYPE_CHECKING:
+    ClosingOnLoop = Closing
+else:
+
+    class ClosingOnLoop(Closing):
+        """Closing, called by FastAPI on the event loop rather than in its threadpool.
+
+        FastAPI calls a dependency to get its value, and a marker's value is the marker itself;
+        a sync __call__ costs a threadpool round trip per request for nothing.
+        """
+
+        async def __call__(self) -> Self:
+            return self
+
+
+# The route idioms: the route gets its own session, closed when the route returns.
+SessionDep = Annotated[Session, Depends(ClosingOnLoop[Provide[Container.session]])]
+AsyncSessionDep = Annotated[AsyncSession, Depends(ClosingOnLoop[Provide[Container.async_session]])]

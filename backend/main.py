@@ -1,4 +1,4 @@
-"""The FastAPI application: container built and wired at start, engine disposed at stop."""
+"""The FastAPI application: container built and wired at start, engines disposed at stop."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from backend import api
 from backend.api import health
 from backend.container import Container
+from backend.settings import ConfigurationError
 
 
 def create_app(container: Container | None = None) -> FastAPI:
@@ -26,10 +27,21 @@ def create_app(container: Container | None = None) -> FastAPI:
         finally:
             active.unwire()
             engine.dispose()
+            await dispose_async_engine(active)
 
     app = FastAPI(title="backend", lifespan=lifespan)
     app.include_router(health.router)
     return app
+
+
+async def dispose_async_engine(container: Container) -> None:
+    # Built on first use, so that an app (or a test that overrides only `engine`) that never
+    # goes async needs nothing for it. Building it here opens no connection.
+    try:
+        async_engine = container.async_engine()
+    except ConfigurationError:
+        return  # it could not have been built before either: nothing to dispose
+    await async_engine.dispose()
 
 
 app = create_app()

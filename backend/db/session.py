@@ -1,17 +1,21 @@
-"""Sessions: the per-request resource the container provides, and the same surface without it.
+"""Sessions: the per-request resources the container provides, and the same surface without it.
 
-`engine`, `session_maker`, `get_session()` and `database_url()` come from a default `Container`
-made on first use, so importing this module reads no variable and opens no connection.
+`engine`, `session_maker`, `get_session()`, their async twins (`async_engine`,
+`async_session_maker`, `get_async_session()`) and `database_url()` come from a default
+`Container` made on first use, so importing this module reads no variable and opens no
+connection.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 if TYPE_CHECKING:
     from backend.container import Container
@@ -26,6 +30,17 @@ def session_resource(engine: Engine) -> Iterator[Session]:
     closed the session, and an expired object would then fail to load (DetachedInstanceError).
     """
     with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+async def async_session_resource(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """The async twin of session_resource, for the same reasons.
+
+    SQLModel's AsyncSession: SQLAlchemy's, plus the typed `exec(select(...))` that SQLModel
+    users write on the sync path too. expire_on_commit=False matters doubly here: an async
+    session cannot lazy-load an expired attribute at all.
+    """
+    async with AsyncSession(engine, expire_on_commit=False) as session:
         yield session
 
 
@@ -50,15 +65,37 @@ def get_session_maker() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), class_=Session, expire_on_commit=False)
 
 
+def get_async_engine() -> AsyncEngine:
+    return default_container().async_engine()
+
+
+def get_async_session_maker() -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(get_async_engine(), class_=AsyncSession, expire_on_commit=False)
+
+
 def get_session() -> Iterator[Session]:
     """A plain FastAPI dependency, `Depends(get_session)`, for code without the container."""
     yield from session_resource(get_engine())
 
 
-def __getattr__(name: str) -> Engine | sessionmaker[Session]:
+async def get_async_session() -> AsyncIterator[AsyncSession]:
+    """`Depends(get_async_session)`, the async twin of get_session."""
+    # Not `async for … in async_session_resource(…)`: closing this generator would leave that
+    # one suspended, its session open until the garbage collector finds it.
+    async with AsyncSession(get_async_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+_LAZY = {
+    "engine": get_engine,
+    "session_maker": get_session_maker,
+    "async_engine": get_async_engine,
+    "async_session_maker": get_async_session_maker,
+}
+
+
+def __getattr__(name: str) -> object:
     # PEP 562: `from backend.db.session import engine` builds it on first use, not at import.
-    if name == "engine":
-        return get_engine()
-    if name == "session_maker":
-        return get_session_maker()
+    if name in _LAZY:
+        return _LAZY[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
