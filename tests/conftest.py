@@ -79,3 +79,9 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (@pytest.mark.anyio) run on asyncio, the loop uvicorn and asyncpg use."""
+    return "asyncio"

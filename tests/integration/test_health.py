@@ -86,3 +86,20 @@ def test_a_wrong_password_is_reported_without_it(
         container.engine().connect()
     assert wrong not in str(error.value)
     assert wrong not in repr(error.value)
+
+
+@pytest.mark.anyio
+async def test_a_wrong_password_on_the_async_path_is_reported_without_it(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "Wr0ngPassw0rd-5ecret"
+    use_database(monkeypatch, database_url.set(password=wrong))
+    caplog.set_level(logging.DEBUG)
+    async_engine = Container().async_engine()
+    with pytest.raises(sa.exc.DBAPIError, match="password authentication failed") as error:
+        async with async_engine.connect():
+            pass
+    await async_engine.dispose()
+    assert wrong not in str(error.value)
+    assert wrong not in repr(error.value)
+    assert wrong not in caplog.text

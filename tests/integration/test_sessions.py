@@ -1,8 +1,14 @@
-"""The per-request session, used as a service would: a model, a router, the app, requests."""
+"""The per-request session, used as a service would: a model, routes, the app, requests.
+
+Every behaviour is proven twice, through a sync route (SessionDep, threadpool) and through an
+async one (AsyncSessionDep, event loop): both paths must pass the same suite.
+"""
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -12,11 +18,16 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.container import Container, SessionDep
-from backend.db.session import get_session
+from backend.container import AsyncSessionDep, Container, SessionDep
+from backend.db.session import get_async_session, get_session
 from backend.main import create_app
+from tests.conftest import use_database
+
+FLAVOURS = ["sync", "async"]
 
 
 class Note(SQLModel, table=True):
@@ -32,11 +43,20 @@ class NoteIn(SQLModel):
 
 
 router = APIRouter()
-seen: list[tuple[str, Session]] = []
+seen: list[tuple[str, Session | AsyncSession]] = []
 seen_lock = threading.Lock()
 
 
-@router.post("/notes", response_model=Note)
+def record(request_id: str, session: Session | AsyncSession) -> bool:
+    """Tag the session with its request; True if another request had tagged it already."""
+    shared = "request" in session.info
+    session.info["request"] = request_id
+    with seen_lock:
+        seen.append((request_id, session))
+    return shared
+
+
+@router.post("/sync/notes", response_model=Note)
 @inject
 def create_note(note: NoteIn, session: SessionDep) -> Note:
     row = Note.model_validate(note)
@@ -45,7 +65,16 @@ def create_note(note: NoteIn, session: SessionDep) -> Note:
     return row  # serialised after the session is closed
 
 
-@router.post("/notes/fail")
+@router.post("/async/notes", response_model=Note)
+@inject
+async def create_note_async(note: NoteIn, session: AsyncSessionDep) -> Note:
+    row = Note.model_validate(note)
+    session.add(row)
+    await session.commit()
+    return row
+
+
+@router.post("/sync/notes/fail")
 @inject
 def create_note_then_fail(note: NoteIn, session: SessionDep) -> None:
     session.add(Note.model_validate(note))
@@ -53,27 +82,57 @@ def create_note_then_fail(note: NoteIn, session: SessionDep) -> None:
     raise HTTPException(status_code=409, detail="changed my mind")
 
 
-@router.get("/sessions/{request_id}")
+@router.post("/async/notes/fail")
+@inject
+async def create_note_then_fail_async(note: NoteIn, session: AsyncSessionDep) -> None:
+    session.add(Note.model_validate(note))
+    await session.flush()
+    raise HTTPException(status_code=409, detail="changed my mind")
+
+
+@router.get("/sync/sessions/{request_id}")
 @inject
 def hold_session(request_id: str, session: SessionDep) -> dict[str, bool]:
-    # A session already tagged by another request would mean two requests share it.
-    shared = "request" in session.info
-    session.info["request"] = request_id
-    with seen_lock:
-        seen.append((request_id, session))
-    session.execute(sa.text("SELECT pg_sleep(0.02)"))
+    shared = record(request_id, session)
+    session.scalar(sa.text("SELECT pg_sleep(0.02)"))
     return {"shared": shared, "in_transaction": session.in_transaction()}
 
 
-@router.get("/bind")
+@router.get("/async/sessions/{request_id}")
+@inject
+async def hold_session_async(request_id: str, session: AsyncSessionDep) -> dict[str, bool]:
+    shared = record(request_id, session)
+    await session.scalar(sa.text("SELECT pg_sleep(0.02)"))
+    return {"shared": shared, "in_transaction": session.in_transaction()}
+
+
+@router.get("/sync/bind")
 @inject
 def bound_engine(session: SessionDep) -> dict[str, int]:
     return {"engine": id(session.get_bind())}
 
 
-@router.get("/plain/notes")
+@router.get("/async/bind")
+@inject
+async def bound_engine_async(session: AsyncSessionDep) -> dict[str, int]:
+    return {"engine": id(session.bind)}
+
+
+@router.get("/sync/plain/notes")
 def count_notes_without_container(session: Session = Depends(get_session)) -> int:
     return len(session.exec(select(Note)).all())
+
+
+@router.get("/async/plain/notes")
+async def count_notes_without_container_async(
+    session: AsyncSession = Depends(get_async_session),
+) -> int:
+    return len((await session.exec(select(Note))).all())
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -82,6 +141,10 @@ def app(container: Container) -> FastAPI:
     app.include_router(router)
     container.wire(modules=[__name__])
     return app
+
+
+def pool_of(container: Container, flavour: str) -> Any:
+    return container.engine().pool if flavour == "sync" else container.async_engine().pool
 
 
 def notes_in(url: URL) -> list[str]:
@@ -94,95 +157,109 @@ def notes_in(url: URL) -> list[str]:
 
 
 def test_concurrent_requests_never_share_a_session(
-    client: TestClient, container: Container
+    client: TestClient, container: Container, flavour: str
 ) -> None:
     seen.clear()
-    requests = [uuid4().hex for _ in range(64)]
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        responses = list(pool.map(lambda rid: client.get(f"/sessions/{rid}"), requests))
+    requests = [uuid4().hex for _ in range(256)]
+    with ThreadPoolExecutor(max_workers=256) as pool:
+        responses = list(pool.map(lambda rid: client.get(f"/{flavour}/sessions/{rid}"), requests))
 
-    assert [response.status_code for response in responses] == [200] * 64
+    assert [response.status_code for response in responses] == [200] * 256
     assert not any(response.json()["shared"] for response in responses)
     assert all(response.json()["in_transaction"] for response in responses)
-    assert len({id(session) for _, session in seen}) == 64
+    assert len({id(session) for _, session in seen}) == 256
     assert sorted(rid for rid, _ in seen) == sorted(requests)
     # Every session was closed: no transaction left open, every connection back in the pool.
     assert not any(session.in_transaction() for _, session in seen)
-    assert container.engine().pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert pool_of(container, flavour).checkedout() == 0
 
 
-def test_a_committed_row_is_durable(client: TestClient, database_url: URL) -> None:
-    response = client.post("/notes", json={"key": "kept", "text": "hello"})
+def test_a_committed_row_is_durable(client: TestClient, database_url: URL, flavour: str) -> None:
+    response = client.post(f"/{flavour}/notes", json={"key": "kept", "text": "hello"})
     assert response.status_code == 200
     assert response.json() == {"id": 1, "key": "kept", "text": "hello"}
     assert notes_in(database_url) == ["kept"]
 
 
 def test_a_failed_request_leaves_no_row(
-    client: TestClient, container: Container, database_url: URL
+    client: TestClient, container: Container, database_url: URL, flavour: str
 ) -> None:
-    response = client.post("/notes/fail", json={"key": "lost", "text": "never"})
+    response = client.post(f"/{flavour}/notes/fail", json={"key": "lost", "text": "never"})
     assert response.status_code == 409
     assert notes_in(database_url) == []
-    assert container.engine().pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert pool_of(container, flavour).checkedout() == 0
 
 
 def test_an_error_in_the_database_rolls_back_and_answers_500(
-    client: TestClient, database_url: URL
+    client: TestClient, database_url: URL, flavour: str
 ) -> None:
-    assert client.post("/notes", json={"key": "once", "text": "a"}).status_code == 200
-    assert client.post("/notes", json={"key": "once", "text": "b"}).status_code == 500
-    assert client.post("/notes", json={"key": "twice", "text": "c"}).status_code == 200
+    assert client.post(f"/{flavour}/notes", json={"key": "once", "text": "a"}).status_code == 200
+    assert client.post(f"/{flavour}/notes", json={"key": "once", "text": "b"}).status_code == 500
+    assert client.post(f"/{flavour}/notes", json={"key": "twice", "text": "c"}).status_code == 200
     assert notes_in(database_url) == ["once", "twice"]
 
 
-def test_the_engine_override_reaches_sessions_and_health(
+def test_the_engine_overrides_reach_sessions_and_health(
     monkeypatch: pytest.MonkeyPatch, database_url: URL
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:secret@unreachable.invalid/db")
     test_engine = sa.create_engine(database_url, pool_size=3)
+    async_url = database_url.set(drivername="postgresql+asyncpg").difference_update_query(
+        ["sslmode", "sslrootcert"]
+    )
+    test_async_engine = create_async_engine(async_url, connect_args={"ssl": "prefer"})
     container = Container()
     container.engine.override(providers.Object(test_engine))
+    container.async_engine.override(providers.Object(test_async_engine))
     app = create_app(container)
     app.include_router(router)
     container.wire(modules=[__name__])
     with TestClient(app) as client:
-        assert client.get("/bind").json() == {"engine": id(test_engine)}
+        assert client.get("/sync/bind").json() == {"engine": id(test_engine)}
+        assert client.get("/async/bind").json() == {"engine": id(test_async_engine)}
         health = client.get("/health/db").json()
         assert health["status"] == "ok"
         assert health["pool"]["size"] == 3
+    assert test_async_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
 
 
-def test_shutdown_disposes_the_engine(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL, admin_engine: sa.Engine
+@pytest.fixture
+def backends(admin_engine: sa.Engine) -> Callable[[str], int]:
+    def count(application_name: str) -> int:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+        with admin_engine.connect() as connection:
+            return int(connection.scalar(sa.text(query), {"name": application_name}) or 0)
+
+    return count
+
+
+def test_shutdown_disposes_the_engines(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, backends: Callable[[str], int], flavour: str
 ) -> None:
     application_name = f"shutdown-{uuid4().hex[:8]}"
-    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
-    monkeypatch.setenv("DATABASE_APPLICATION_NAME", application_name)
+    use_database(monkeypatch, database_url, application_name=application_name)
     container = Container()
+    app = create_app(container)
+    app.include_router(router)
+    container.wire(modules=[__name__])
 
-    def backends() -> int:
-        count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
-        with admin_engine.connect() as connection:
-            return int(connection.scalar(sa.text(count), {"name": application_name}) or 0)
-
-    with TestClient(create_app(container)) as client:
-        assert client.get("/health/db").status_code == 200
-        pool = container.engine().pool
-        assert pool.checkedin() == 1  # type: ignore[attr-defined]
-        assert backends() == 1
-    assert pool.checkedin() == 0  # type: ignore[attr-defined]
+    with TestClient(app) as client:
+        assert client.get(f"/{flavour}/sessions/{uuid4().hex}").status_code == 200
+        pool = pool_of(container, flavour)
+        assert pool.checkedin() == 1
+        assert backends(application_name) == 1
+    assert pool.checkedin() == 0
     deadline = time.monotonic() + 5
-    while backends() and time.monotonic() < deadline:  # the server notices the goodbye
+    while backends(application_name) and time.monotonic() < deadline:  # the goodbye arrives
         time.sleep(0.02)
-    assert backends() == 0
+    assert backends(application_name) == 0
 
 
-def test_get_session_works_without_the_container(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL
+def test_the_plain_dependencies_work_without_the_container(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, flavour: str
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    use_database(monkeypatch, database_url)
     app = FastAPI()
     app.include_router(router)
     with TestClient(app) as client:
-        assert client.get("/plain/notes").json() == 0
+        assert client.get(f"/{flavour}/plain/notes").json() == 0
