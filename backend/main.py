@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from backend import api
 from backend.api import health
+from backend.api.errors import handle_database_errors
 from backend.container import Container
 from backend.settings import ConfigurationError
 
@@ -30,6 +31,7 @@ def create_app(container: Container | None = None) -> FastAPI:
             await dispose_async_engine(active)
 
     app = FastAPI(title="backend", lifespan=lifespan)
+    handle_database_errors(app)
     app.include_router(health.router)
     return app
 

@@ -38,6 +38,8 @@ class DatabaseSettings(BaseModel):
     pool_pre_ping: bool = Field(description="true or false")
     # libpq reads whole seconds, and 0 would mean "wait forever" for a suspended Neon compute.
     connect_timeout: int = Field(ge=1, description="an integer number of seconds >= 1")
+    # Failed connects worth retrying (refused, compute restarting) are tried this many more times.
+    connect_retries: int = Field(ge=0, description="an integer >= 0")
     # None: not asked for, so the TLS policy of backend.db.url decides by host.
     sslmode: SslMode | None = Field(
         description="one of disable, allow, prefer, require, verify-ca, verify-full"
@@ -84,9 +86,16 @@ def _parse_url(raw: object) -> URL:
             "(postgresql://user:password@ep-….neon.tech/dbname?sslmode=require), "
             "or run `python -m backend` to start with an embedded PostgreSQL"
         )
+    if str(raw).count("@") > 1:
+        # SQLAlchemy ends the password at its first '@' and reads the rest as the host, where
+        # it would be shown in every repr and connection error.
+        raise ConfigurationError(
+            "DATABASE_URL holds more than one '@': percent-encode any '@' in the user name or "
+            "password as %40"
+        )
     try:
         return make_url(str(raw))
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # SQLAlchemy's message quotes the whole string, password included.
         raise ConfigurationError(
             "DATABASE_URL is not a valid URL: expected postgresql://user:password@host/dbname"

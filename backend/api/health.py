@@ -7,8 +7,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.container import Container
+from backend.db.errors import describe
 from backend.db.health import probe
-from backend.db.url import redact
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +19,5 @@ def database_health(engine: Engine = Depends(Provide[Container.engine])) -> JSON
     try:
         return JSONResponse(dict(probe(engine)))
     except SQLAlchemyError as exc:
-        cause = exc.orig if hasattr(exc, "orig") and exc.orig is not None else exc
-        # The driver's own words, first line, without SQLAlchemy's link, without the password.
-        message = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
-        return JSONResponse(
-            {"status": "unavailable", "error": redact(message, engine.url)}, status_code=503
-        )
+        body = {"status": "unavailable", "error": describe(exc, engine.url)}
+        return JSONResponse(body, status_code=503)

@@ -7,6 +7,7 @@ from psycopg2.extensions import libpq_version
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.db.connect import retry_connects
 from backend.db.url import asyncpg_target, psycopg2_url
 from backend.settings import DatabaseSettings
 
@@ -15,7 +16,9 @@ logger = logging.getLogger(__name__)
 
 def create_sync_engine(settings: DatabaseSettings) -> Engine:
     """Build the engine. Like every SQLAlchemy engine it connects on first use, not here."""
-    return create_engine(psycopg2_url(settings, libpq_version()), **_engine_options(settings))
+    engine = create_engine(psycopg2_url(settings, libpq_version()), **_engine_options(settings))
+    retry_connects(engine, settings.connect_retries)
+    return engine
 
 
 def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
@@ -29,9 +32,11 @@ def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
         )
     if ignored := sorted(set(target.dropped) - {"channel_binding"}):
         logger.warning("asyncpg has no equivalent of %s in DATABASE_URL; ignored", ignored)
-    return create_async_engine(
+    engine = create_async_engine(
         target.url, connect_args=target.connect_args, **_engine_options(settings)
     )
+    retry_connects(engine.sync_engine, settings.connect_retries)
+    return engine
 
 
 def _engine_options(settings: DatabaseSettings) -> dict[str, Any]:

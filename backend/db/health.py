@@ -5,11 +5,7 @@ from typing import TypedDict
 
 from sqlalchemy import Engine, QueuePool, text
 
-# One round trip: the server's own view of this connection's TLS, and its version.
-PROBE = text(
-    "SELECT current_setting('server_version'),"
-    " coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
-)
+PROBE = text("SELECT current_setting('server_version')")
 
 
 class PoolStatus(TypedDict):
@@ -30,7 +26,11 @@ def probe(engine: Engine) -> DatabaseHealth:
     """Check out a connection and ask the server; raises what the driver raises."""
     started = perf_counter()
     with engine.connect() as connection:
-        server_version, ssl = connection.execute(PROBE).one()
+        server_version = connection.scalar(PROBE)
+        # The client's own view: behind Neon's proxy or a pooler, the server's pg_stat_ssl
+        # describes the proxy's hop, not ours.
+        info = getattr(connection.connection.dbapi_connection, "info", None)
+        ssl = getattr(info, "ssl_in_use", False)
     latency_ms = (perf_counter() - started) * 1000
     return {
         "status": "ok",
