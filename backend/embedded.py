@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import URL
 
@@ -61,7 +61,8 @@ class PostgresServer:
     """A PostgreSQL cluster in `root` (data/, password, postgresql.log), on a loopback port.
 
     `tls` is a (certificate, key) pair: with it the server accepts TLS connections only, as Neon
-    does. `settings` are extra postgresql.conf lines, applied at each start.
+    does, except from the loopback addresses in `plaintext_from` (a TLS-terminating proxy on the
+    same machine). `settings` are extra postgresql.conf lines, applied at each start.
     """
 
     bindir: Path
@@ -69,6 +70,7 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     tls: tuple[Path, Path] | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
+    plaintext_from: tuple[str, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -111,9 +113,10 @@ class PostgresServer:
             *("-o", f"-p {self.port}", "start"),
         )
 
-    def stop(self) -> None:
+    def stop(self, mode: Literal["fast", "immediate"] = "fast") -> None:
+        """Stop: `fast` ends sessions cleanly; `immediate` is a crash, recovered at next start."""
         if self.is_running():
-            self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+            self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
 
     def is_running(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():
@@ -158,8 +161,11 @@ class PostgresServer:
         (self.data_dir / "postgresql.auto.conf").write_text(
             "".join(f"{key} = {value}\n" for key, value in lines.items())
         )
-        # With TLS, hostssl is the only entry: a plaintext client finds no line and is refused.
-        (self.data_dir / "pg_hba.conf").write_text(f"{method} all all 127.0.0.1/32 scram-sha-256\n")
+        # With TLS, hostssl is the only entry for clients: a plaintext one finds no line and is
+        # refused.
+        entries = [f"{method} all all 127.0.0.1/32 scram-sha-256"]
+        entries += [f"host all all {address}/32 scram-sha-256" for address in self.plaintext_from]
+        (self.data_dir / "pg_hba.conf").write_text("\n".join(entries) + "\n")
         _give_to_owner(self.data_dir / "postgresql.auto.conf", self.data_dir / "pg_hba.conf")
 
     def _run_binary(self, name: str, *args: str) -> str:

@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 from backend.container import Container
 from backend.db import session as session_module
 from backend.main import create_app
-from tests.postgres import SuiteDatabase, session_database
+from tests.standin.postgres import SuiteDatabase, session_database
 
 
 @pytest.fixture(autouse=True)
@@ -33,24 +33,51 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuiteDatabase
 
 @pytest.fixture(scope="session")
 def admin_engine(postgres: SuiteDatabase) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(postgres.url("postgres"), isolation_level="AUTOCOMMIT")
+    # Pre-ping: the fault suite restarts the server under this engine.
+    engine = sa.create_engine(
+        postgres.url("postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def database_url(postgres: SuiteDatabase, admin_engine: sa.Engine) -> Iterator[URL]:
+def database_name(postgres: SuiteDatabase, admin_engine: sa.Engine) -> Iterator[str]:
     """A fresh database for this test (a clone of template1, ~20 ms), with the tests' tables."""
     name = f"test_{uuid4().hex[:12]}"
     with admin_engine.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = postgres.url(name)
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    engine = sa.create_engine(postgres.url(name), poolclass=sa.NullPool)
     SQLModel.metadata.create_all(engine)
     engine.dispose()
-    yield url
+    yield name
     with admin_engine.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(postgres: SuiteDatabase, database_name: str) -> URL:
+    """This test's database, as clients normally reach it (TLS, certificate verified)."""
+    return postgres.url(database_name)
+
+
+@pytest.fixture
+def front_url(postgres: SuiteDatabase, database_name: str) -> URL:
+    """This test's database through the TLS front (Neon's proxy stand-in)."""
+    if postgres.front is None:
+        pytest.skip("no TLS front with TEST_DATABASE_URL: the suite did not start the server")
+    return postgres.url(database_name, "front")
+
+
+@pytest.fixture
+def pooler_url(postgres: SuiteDatabase, database_name: str) -> URL:
+    """This test's database through PgBouncer in transaction mode (Neon's -pooler)."""
+    if postgres.pooler is None:
+        pytest.skip(
+            "pgbouncer is not installed (apt-get install pgbouncer; .ci/run does): "
+            "the pooler endpoint is not tested here"
+        )
+    return postgres.url(database_name, "pooler")
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, url: URL, **settings: str) -> None:

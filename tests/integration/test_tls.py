@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
 from tests.conftest import use_database
-from tests.postgres import SuiteDatabase
+from tests.standin.postgres import SuiteDatabase
 
 
 @pytest.fixture(autouse=True)

@@ -1,37 +1,78 @@
-"""The suite's PostgreSQL: one server per test session, run like Neon (TLS only, SCRAM)."""
+"""The suite's Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
+
+    client ──TLS──> PostgreSQL (TLS-only)                "direct", when the build has OpenSSL
+    client ──TLS──> TlsFront ──plaintext──> PostgreSQL   "front": cold starts, latency, drops
+    client ──TLS──> PgBouncer (transaction) ──> PostgreSQL   "pooler", when pgbouncer is here
+
+Where the build has no OpenSSL (the embedded wheel), the front is what gives clients TLS, so
+it is the default endpoint there.
+"""
 
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 import trustme
 from sqlalchemy.engine import URL, make_url
 
 from backend.embedded import PostgresServer, embedded_bindir, has_tls
+from tests.standin.front import TlsFront
+from tests.standin.pgbouncer import PgBouncer, pgbouncer_binary
+
+Endpoint = Literal["default", "direct", "front", "pooler"]
+FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
 
 
-@dataclass(frozen=True)
+@dataclass
 class SuiteDatabase:
-    """Where the suite's databases live. `ca_file` verifies the server when it speaks TLS."""
+    """Where the suite's databases live, and how clients reach them."""
 
     admin_url: URL
-    tls: bool
+    tls: bool  # clients of the default endpoint get TLS
+    direct_tls: bool  # PostgreSQL itself speaks TLS (so pg_stat_ssl sees it)
     ca_file: Path | None
     server: PostgresServer | None  # None when TEST_DATABASE_URL names an existing server
+    front: TlsFront | None = None
+    pooler: PgBouncer | None = None
 
-    def url(self, database: str) -> URL:
-        url = self.admin_url.set(database=database)
-        if self.ca_file is not None:
-            # As a Neon URL is used at its strictest: TLS, and the certificate checked.
+    def url(self, database: str, endpoint: Endpoint = "default") -> URL:
+        if endpoint == "default":
+            endpoint = "direct" if self.direct_tls or self.front is None else "front"
+        port = {"direct": self.admin_url.port, "front": self._port(self.front)}.get(endpoint)
+        if endpoint == "pooler":
+            port = self._port(self.pooler)
+        url = self.admin_url.set(database=database, port=port)
+        if self.ca_file is not None and (endpoint != "direct" or self.direct_tls):
+            # As a Neon URL is best used: TLS, and the certificate checked.
             url = url.update_query_dict(
                 {"sslmode": "verify-full", "sslrootcert": str(self.ca_file)}
             )
         return url
+
+    def suspend(self, database: str) -> int:
+        """Neon's scale-to-zero as clients see it: every backend on `database` is terminated."""
+        engine = sa.create_engine(self.admin_url, poolclass=sa.NullPool)
+        with engine.connect() as connection:
+            terminated = connection.scalar(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity WHERE datname = :database AND pid <> pg_backend_pid()"
+                ),
+                {"database": database},
+            )
+        engine.dispose()
+        return int(terminated or 0)
+
+    @staticmethod
+    def _port(part: TlsFront | PgBouncer | None) -> int:
+        assert part is not None, "this endpoint is not running here"
+        return part.port
 
 
 def choose_bindir() -> Path:
@@ -64,10 +105,15 @@ class Certificates:
 def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServer:
     # Not under pytest's tmp_path: that sits in a 0700 folder the server's user cannot reach.
     root = Path(tempfile.mkdtemp(prefix="backend-test-pg-"))
-    tls = (certificates.cert_file, certificates.key_file) if certificates else None
-    # Durability is not under test here, and fsync is most of initdb's and a commit's time.
-    settings = {"fsync": "off", "synchronous_commit": "off", "max_connections": "300"}
-    return PostgresServer(bindir, root, tls=tls, settings=settings)
+    tls = (
+        (certificates.cert_file, certificates.key_file)
+        if certificates and has_tls(bindir)
+        else None
+    )
+    # fsync off: a crashed server (not machine) keeps what it wrote to the kernel, which is all
+    # that "nothing acknowledged is lost" needs here. synchronous_commit stays on for that.
+    settings = {"fsync": "off", "max_connections": "300"}
+    return PostgresServer(bindir, root, tls=tls, settings=settings, plaintext_from=(FRONT_SOURCE,))
 
 
 @contextmanager
@@ -80,15 +126,39 @@ def session_database(work_dir: Path) -> Iterator[SuiteDatabase]:
                 sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             )
         engine.dispose()
-        yield SuiteDatabase(url, bool(tls), None, None)
+        yield SuiteDatabase(url, bool(tls), bool(tls), None, None)
         return
     bindir = choose_bindir()
-    certificates = Certificates(work_dir) if has_tls(bindir) else None
+    certificates = Certificates(work_dir)
     server = new_server(bindir, certificates)
-    server.start()
-    try:
-        ca_file = certificates.ca_file if certificates else None
-        yield SuiteDatabase(server.url(), certificates is not None, ca_file, server)
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+    with ExitStack() as stack:
+        server.start()
+        stack.callback(shutil.rmtree, server.root, ignore_errors=True)
+        stack.callback(server.stop)
+        front = TlsFront(("127.0.0.1", server.port), certificates.cert_file, certificates.key_file)
+        front.start()
+        stack.callback(front.stop)
+        pooler = None
+        if pgbouncer_binary():
+            pooler = PgBouncer(
+                server.port,
+                server.password,
+                certificates.cert_file,
+                certificates.key_file,
+                server_tls=server.tls is not None,
+            )
+            pooler.start()
+            stack.callback(pooler.stop)
+        yield SuiteDatabase(
+            admin_url=server.url().update_query_dict(
+                {"sslmode": "verify-full", "sslrootcert": str(certificates.ca_file)}
+                if server.tls
+                else {}
+            ),
+            tls=True,
+            direct_tls=server.tls is not None,
+            ca_file=certificates.ca_file,
+            server=server,
+            front=front,
+            pooler=pooler,
+        )
