@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.compat import fix_closing_on_python_311
 from backend.db.engine import create_async_db_engine, create_sync_engine
+from backend.db.readonly import ReadOnlySession
 from backend.db.session import async_session_resource, session_resource
 from backend.settings import ConfigurationError, load_settings
 
@@ -33,6 +34,18 @@ class Container(containers.DeclarativeContainer):
     # would then share that one session.
     session = providers.ContextLocalResource(session_resource, engine=engine)
     async_session = providers.ContextLocalResource(async_session_resource, engine=async_engine)
+    # Reads that need no transaction: one round trip for a one-query read, writes refused. Own
+    # engines, so that a read replica's URL can take their place.
+    read_engine = providers.ThreadSafeSingleton(create_sync_engine, settings, read_only=True)
+    async_read_engine = providers.ThreadSafeSingleton(
+        create_async_db_engine, settings, read_only=True
+    )
+    read_session = providers.ContextLocalResource(
+        session_resource, engine=read_engine, session_class=ReadOnlySession
+    )
+    async_read_session = providers.ContextLocalResource(
+        async_session_resource, engine=async_read_engine, sync_session_class=ReadOnlySession
+    )
 
     def __new__(cls, **overriding_providers: Any) -> "Container":
         # ${VAR} is pasted into the YAML text before parsing, so a value that breaks YAML makes
@@ -65,3 +78,7 @@ else:
 # The route idioms: the route gets its own session, closed when the route returns.
 SessionDep = Annotated[Session, Depends(ClosingOnLoop[Provide[Container.session]])]
 AsyncSessionDep = Annotated[AsyncSession, Depends(ClosingOnLoop[Provide[Container.async_session]])]
+ReadSessionDep = Annotated[Session, Depends(ClosingOnLoop[Provide[Container.read_session]])]
+AsyncReadSessionDep = Annotated[
+    AsyncSession, Depends(ClosingOnLoop[Provide[Container.async_read_session]])
+]

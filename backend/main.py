@@ -3,7 +3,10 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from dependency_injector.providers import Provider
 from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import api
 from backend.api import health
@@ -28,7 +31,8 @@ def create_app(container: Container | None = None) -> FastAPI:
         finally:
             active.unwire()
             engine.dispose()
-            await dispose_async_engine(active)
+            for lazy in (active.async_engine, active.read_engine, active.async_read_engine):
+                await dispose_if_built(lazy)
 
     app = FastAPI(title="backend", lifespan=lifespan)
     handle_database_errors(app)
@@ -36,14 +40,17 @@ def create_app(container: Container | None = None) -> FastAPI:
     return app
 
 
-async def dispose_async_engine(container: Container) -> None:
-    # Built on first use, so that an app (or a test that overrides only `engine`) that never
-    # goes async needs nothing for it. Building it here opens no connection.
+async def dispose_if_built(engine_provider: Provider[Engine] | Provider[AsyncEngine]) -> None:
+    # The async and read engines are built on first use, so that an app (or a test that
+    # overrides only `engine`) that never uses them needs nothing for them. Getting one here
+    # opens no connection.
     try:
-        async_engine = container.async_engine()
+        engine = engine_provider()
     except ConfigurationError:
         return  # it could not have been built before either: nothing to dispose
-    await async_engine.dispose()
+    disposed = engine.dispose()
+    if disposed is not None:
+        await disposed
 
 
 app = create_app()

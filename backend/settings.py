@@ -36,6 +36,8 @@ class DatabaseSettings(BaseModel):
     # -1 is SQLAlchemy's "never recycle".
     pool_recycle: int = Field(ge=-1, description="an integer number of seconds >= -1")
     pool_pre_ping: bool = Field(description="true or false")
+    # With pre-ping on, only connections idle longer than this are pinged (0: every checkout).
+    ping_idle_after: float = Field(ge=0, description="a number of seconds >= 0")
     # libpq reads whole seconds, and 0 would mean "wait forever" for a suspended Neon compute.
     connect_timeout: int = Field(ge=1, description="an integer number of seconds >= 1")
     # Failed connects worth retrying (refused, compute restarting) are tried this many more times.

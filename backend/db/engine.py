@@ -8,22 +8,36 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.db.connect import retry_connects
-from backend.db.url import asyncpg_target, psycopg2_url
+from backend.db.ping import ping_when_idle
+from backend.db.readonly import READ_ONLY_OPTIONS, refuse_writes
+from backend.db.url import asyncpg_target, is_pooler, psycopg2_url
 from backend.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
 
 
-def create_sync_engine(settings: DatabaseSettings) -> Engine:
-    """Build the engine. Like every SQLAlchemy engine it connects on first use, not here."""
-    engine = create_engine(psycopg2_url(settings, libpq_version()), **_engine_options(settings))
-    retry_connects(engine, settings.connect_retries)
+def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -> Engine:
+    """Build the engine. Like every SQLAlchemy engine it connects on first use, not here.
+
+    `read_only`: autocommit (no BEGIN/ROLLBACK round trips) and writes refused.
+    """
+    url = psycopg2_url(settings, libpq_version())
+    if read_only and not is_pooler(settings):
+        # In the startup packet: enforced by the server at no round trip. PgBouncer refuses
+        # startup options, so behind a pooler refuse_writes() is the guard.
+        options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
+        url = url.update_query_dict({"options": options})
+    engine = create_engine(url, **_engine_options(settings, read_only))
+    _add_connection_care(engine, settings, read_only)
     return engine
 
 
-def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
+def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = False) -> AsyncEngine:
     """The asyncpg twin of create_sync_engine: same settings, same pool, translated URL."""
     target = asyncpg_target(settings)
+    if read_only and not is_pooler(settings):
+        server_settings = target.connect_args.setdefault("server_settings", {})
+        server_settings["default_transaction_read_only"] = "on"
     if "channel_binding" in target.dropped:
         logger.warning(
             "channel_binding is not enforced on the async path (asyncpg has no channel "
@@ -33,14 +47,16 @@ def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
     if ignored := sorted(set(target.dropped) - {"channel_binding"}):
         logger.warning("asyncpg has no equivalent of %s in DATABASE_URL; ignored", ignored)
     engine = create_async_engine(
-        target.url, connect_args=target.connect_args, **_engine_options(settings)
+        target.url, connect_args=target.connect_args, **_engine_options(settings, read_only)
     )
-    retry_connects(engine.sync_engine, settings.connect_retries)
+    _add_connection_care(engine.sync_engine, settings, read_only)
     return engine
 
 
-def _engine_options(settings: DatabaseSettings) -> dict[str, Any]:
+def _engine_options(settings: DatabaseSettings, read_only: bool = False) -> dict[str, Any]:
     return {
+        # Autocommit: each statement its own transaction, no BEGIN before, no ROLLBACK after.
+        **({"isolation_level": "AUTOCOMMIT"} if read_only else {}),
         "echo": settings.echo,
         # Bound values can be personal data; they are shown only when SQL echo is asked for.
         "hide_parameters": not settings.echo,
@@ -48,5 +64,16 @@ def _engine_options(settings: DatabaseSettings) -> dict[str, Any]:
         "max_overflow": settings.max_overflow,
         "pool_timeout": settings.pool_timeout,
         "pool_recycle": settings.pool_recycle,
-        "pool_pre_ping": settings.pool_pre_ping,
+        # SQLAlchemy's pre-ping pings at every checkout; ping_when_idle only when it can matter.
+        "pool_pre_ping": settings.pool_pre_ping and settings.ping_idle_after == 0,
     }
+
+
+def _add_connection_care(
+    engine: Engine, settings: DatabaseSettings, read_only: bool = False
+) -> None:
+    retry_connects(engine, settings.connect_retries)
+    if settings.pool_pre_ping and settings.ping_idle_after > 0:
+        ping_when_idle(engine, settings.ping_idle_after)
+    if read_only:
+        refuse_writes(engine)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from backend.container import Container
 
 
-def session_resource(engine: Engine) -> Iterator[Session]:
+def session_resource(engine: Engine, session_class: type[Session] = Session) -> Iterator[Session]:
     """One session, closed when its scope ends; close() rolls back whatever was not committed.
 
     No commit after the yield: dependency-injector's Closing resumes this generator normally
@@ -29,18 +29,22 @@ def session_resource(engine: Engine) -> Iterator[Session]:
     Objects are not expired on commit: the route's response is serialised after Closing has
     closed the session, and an expired object would then fail to load (DetachedInstanceError).
     """
-    with Session(engine, expire_on_commit=False) as session:
+    with session_class(engine, expire_on_commit=False) as session:
         yield session
 
 
-async def async_session_resource(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+async def async_session_resource(
+    engine: AsyncEngine, sync_session_class: type[Session] = Session
+) -> AsyncIterator[AsyncSession]:
     """The async twin of session_resource, for the same reasons.
 
     SQLModel's AsyncSession: SQLAlchemy's, plus the typed `exec(select(...))` that SQLModel
     users write on the sync path too. expire_on_commit=False matters doubly here: an async
     session cannot lazy-load an expired attribute at all.
     """
-    async with AsyncSession(engine, expire_on_commit=False) as session:
+    async with AsyncSession(
+        engine, expire_on_commit=False, sync_session_class=sync_session_class
+    ) as session:
         yield session
 
 
