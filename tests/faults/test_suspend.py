@@ -1,4 +1,10 @@
-"""Row 1: Neon suspends an idle compute and its connections die; the next burst must not see it."""
+"""Row 1: Neon suspends an idle compute and its connections die; the next burst must not see it.
+
+Neon suspends after 5 idle minutes, and the layer pings connections idle for over 30 s: scaled
+down here to 0.5 s of idleness before the ping, and 0.6 s before the suspend.
+"""
+
+import time
 
 import pytest
 from sqlalchemy.engine import URL
@@ -17,7 +23,7 @@ def test_a_burst_after_a_suspend_has_no_failure(
     endpoint: str,
 ) -> None:
     url: URL = request.getfixturevalue("database_url" if endpoint == "direct" else "pooler_url")
-    settings = {"pool_size": "10", "max_overflow": "10"}
+    settings = {"pool_size": "10", "max_overflow": "10", "ping_idle_after": "0.5"}
     if endpoint == "pooler":
         settings["pooler"] = "pgbouncer"
     with running_service(monkeypatch, url, **settings) as (client, _):
@@ -25,7 +31,8 @@ def test_a_burst_after_a_suspend_has_no_failure(
         warm = load.concurrent_burst(100)  # the pool fills with live connections
         assert all(outcome.status == 200 for outcome in warm)
 
-        assert postgres.suspend(database_name) > 0  # the pool sits idle, every backend dies
+        time.sleep(0.6)  # the pool sits idle...
+        assert postgres.suspend(database_name) > 0  # ...and every backend dies
 
         burst = load.concurrent_burst(200)
         assert [outcome.status for outcome in burst].count(200) == 200

@@ -64,10 +64,11 @@ class TlsFront:
         ready = threading.Event()
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._listen())
+            self._loop = loop = asyncio.new_event_loop()
+            loop.run_until_complete(self._listen())
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
+            loop.close()
 
         threading.Thread(target=run, name="tls-front", daemon=True).start()
         ready.wait(10)

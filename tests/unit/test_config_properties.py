@@ -57,8 +57,8 @@ PARAMETERS = [
 ]
 KNOBS = [
     "echo", "pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping",
-    "connect_timeout", "connect_retries", "sslmode", "application_name", "allow_insecure",
-    "pooler",
+    "ping_idle_after", "connect_timeout", "connect_retries", "sslmode", "application_name",
+    "allow_insecure", "pooler",
 ]  # fmt: skip
 # Values a person types, values YAML reads as something else, and YAML's own punctuation.
 VALUES = [

@@ -20,6 +20,7 @@ def test_config_yml_supplies_the_defaults(monkeypatch: pytest.MonkeyPatch) -> No
     settings = make_container(monkeypatch).settings()
     assert (settings.pool_size, settings.max_overflow, settings.pool_timeout) == (5, 5, 30)
     assert (settings.pool_recycle, settings.pool_pre_ping, settings.echo) == (240, True, False)
+    assert settings.ping_idle_after == 30
     assert (settings.connect_timeout, settings.application_name) == (10, "backend")
     assert settings.sslmode is None
     assert settings.allow_insecure is False

@@ -140,12 +140,28 @@ def test_pool_and_driver_options_are_applied(monkeypatch: pytest.MonkeyPatch) ->
     )
     pool = engine.pool
     assert (pool.size(), pool._max_overflow, pool._timeout) == (4, 2, 7.5)  # type: ignore[attr-defined]
-    assert (pool._recycle, pool._pre_ping) == (120, True)
+    assert pool._recycle == 120
     assert engine.url.query["connect_timeout"] == "12"
     assert engine.url.query["application_name"] == "billing"
     assert engine.hide_parameters is True
     echoing = engine_for(monkeypatch, NEON, DATABASE_ECHO="true")
     assert echoing.hide_parameters is False
+
+
+@pytest.mark.parametrize(
+    ("env", "every_checkout", "when_idle"),
+    [
+        ({}, False, True),  # the default: ping connections idle for over 30 s
+        ({"DATABASE_PING_IDLE_AFTER": "0"}, True, False),  # SQLAlchemy's own: every checkout
+        ({"DATABASE_POOL_PRE_PING": "false"}, False, False),
+    ],
+)
+def test_pre_ping_modes(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], every_checkout: bool, when_idle: bool
+) -> None:
+    pool = engine_for(monkeypatch, NEON, **env).pool
+    assert pool._pre_ping is every_checkout
+    assert len(pool.dispatch.checkout) == int(when_idle)
 
 
 def test_the_password_stays_out_of_reprs_and_logs(

@@ -1,0 +1,151 @@
+"""What crosses the wire per request, counted at the TLS front: the cost model behind the speed.
+
+A flight is one client-to-server write. On a WAN link to Neon each costs a round trip.
+"""
+
+import psycopg2.errors
+import pytest
+import sqlalchemy as sa
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import URL
+
+from backend.container import (
+    AsyncReadSessionDep,
+    AsyncSessionDep,
+    Container,
+    ReadSessionDep,
+    SessionDep,
+)
+from backend.db.readonly import ReadOnlyError
+from backend.main import create_app
+from tests.conftest import use_database
+from tests.integration.test_sessions import Note
+from tests.standin.front import TlsFront
+from tests.standin.postgres import SuiteDatabase
+
+router = APIRouter()
+ONE = sa.text("SELECT 1")
+
+
+@router.get("/sync/one")
+@inject
+def one(session: SessionDep) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/async/one")
+@inject
+async def one_async(session: AsyncSessionDep) -> int:
+    return int(await session.scalar(ONE) or 0)
+
+
+@router.get("/sync/read/one")
+@inject
+def read_one(session: ReadSessionDep) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/async/read/one")
+@inject
+async def read_one_async(session: AsyncReadSessionDep) -> int:
+    return int(await session.scalar(ONE) or 0)
+
+
+@router.post("/sync/read/note")
+@inject
+def write_through_read_session(session: ReadSessionDep) -> None:
+    session.add(Note(key="sneaky", text="write"))
+    session.commit()
+
+
+@router.post("/async/read/sql")
+@inject
+async def write_sql_through_read_session(session: AsyncReadSessionDep) -> None:
+    connection = await session.connection()
+    await connection.execute(sa.text("INSERT INTO test_note (key, text) VALUES ('raw', 'sql')"))
+
+
+@pytest.fixture
+def front(postgres: SuiteDatabase, front_url: URL) -> TlsFront:
+    assert postgres.front is not None
+    return postgres.front
+
+
+def client_through(
+    monkeypatch: pytest.MonkeyPatch, url: URL, **settings: str
+) -> tuple[FastAPI, Container]:
+    use_database(monkeypatch, url, **settings)
+    container = Container()
+    app = create_app(container)
+    app.include_router(router)
+    container.wire(modules=[__name__])
+    return app, container
+
+
+def flights_per_request(client: TestClient, front: TlsFront, path: str) -> float:
+    for _ in range(3):  # warm: connected, prepared, recently used
+        assert client.get(path).status_code == 200
+    front.reset_traffic()
+    for _ in range(20):
+        assert client.get(path).status_code == 200
+    return front.traffic.flights_up / 20
+
+
+@pytest.mark.parametrize(
+    ("path", "settings", "flights"),
+    [
+        # BEGIN, SELECT, ROLLBACK as the drivers send them; no ping for a warm connection.
+        ("/sync/one", {}, 3),
+        ("/async/one", {}, 3),
+        # SQLAlchemy's pool_pre_ping, on every checkout: one more for psycopg2, three for
+        # asyncpg, whose ping SQLAlchemy wraps in BEGIN/ROLLBACK for PgBouncer's sake (#10226).
+        ("/sync/one", {"ping_idle_after": "0"}, 4),
+        ("/async/one", {"ping_idle_after": "0"}, 6),
+        # A read-only session: the statement alone.
+        ("/sync/read/one", {}, 1),
+        ("/async/read/one", {}, 1),
+    ],
+)
+def test_round_trips_of_a_warm_request(
+    monkeypatch: pytest.MonkeyPatch,
+    front: TlsFront,
+    front_url: URL,
+    path: str,
+    settings: dict[str, str],
+    flights: int,
+) -> None:
+    app, _ = client_through(monkeypatch, front_url, **settings)
+    with TestClient(app) as client:
+        assert flights_per_request(client, front, path) == flights
+
+
+def test_a_read_session_refuses_orm_writes(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> None:
+    app, _ = client_through(monkeypatch, database_url)
+    with TestClient(app) as client, pytest.raises(ReadOnlyError, match="read-only session"):
+        client.post("/sync/read/note")
+
+
+@pytest.mark.parametrize("pooler", ["none", "pgbouncer"])
+def test_a_read_engine_refuses_sql_writes(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, pooler: str
+) -> None:
+    # Behind a pooler the server cannot be told (no startup options): the client guard holds.
+    app, _ = client_through(monkeypatch, database_url, pooler=pooler)
+    with TestClient(app) as client, pytest.raises(ReadOnlyError, match="does not run 'INSERT'"):
+        client.post("/async/read/sql")
+
+
+def test_the_server_refuses_writes_on_a_direct_read_connection(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> None:
+    use_database(monkeypatch, database_url)
+    engine = Container().read_engine()
+    with engine.connect() as connection:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cursor.execute("INSERT INTO test_note (key, text) VALUES ('server', 'guard')")
+    engine.dispose()
