@@ -29,7 +29,8 @@ def create_app(container: Container | None = None) -> FastAPI:
         try:
             yield
         finally:
-            active.unwire()
+            # Not unwired: wiring is how routes reach the container, including modules the user
+            # wired, and an app started again (a second TestClient) must find them wired.
             engine.dispose()
             for lazy in (active.async_engine, active.read_engine, active.async_read_engine):
                 await dispose_if_built(lazy)

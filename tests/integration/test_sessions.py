@@ -263,3 +263,10 @@ def test_the_plain_dependencies_work_without_the_container(
     app.include_router(router)
     with TestClient(app) as client:
         assert client.get(f"/{flavour}/plain/notes").json() == 0
+
+
+def test_an_app_can_start_twice(app: FastAPI) -> None:
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert client.get(f"/sync/sessions/{uuid4().hex}").status_code == 200
+            assert client.get(f"/async/sessions/{uuid4().hex}").status_code == 200
