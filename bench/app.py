@@ -1,0 +1,96 @@
+"""The app under benchmark: every route runs one SELECT 1 through its way of getting a session.
+
+`/baseline` is the FastAPI/SQLModel tutorial pattern on an engine with the same URL and pool
+settings and SQLAlchemy's pool_pre_ping=True, as Neon's guide recommends.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlmodel import Session
+
+from backend.container import (
+    AsyncReadSessionDep,
+    AsyncSessionDep,
+    Container,
+    ReadSessionDep,
+    SessionDep,
+)
+from backend.main import create_app
+
+ONE = sa.text("SELECT 1")
+router = APIRouter()
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.baseline_engine) as session:
+        yield session
+
+
+@router.get("/baseline")
+def baseline(session: Session = Depends(get_db)) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/sync")
+@inject
+def ours_sync(session: SessionDep) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/async")
+@inject
+async def ours_async(session: AsyncSessionDep) -> int:
+    return int(await session.scalar(ONE) or 0)
+
+
+@router.get("/read")
+@inject
+def ours_read(session: ReadSessionDep) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/async-read")
+@inject
+async def ours_async_read(session: AsyncReadSessionDep) -> int:
+    return int(await session.scalar(ONE) or 0)
+
+
+@router.get("/bare-async")
+async def bare_async_connection(request: Request) -> int:
+    # The floor for the async route: no ORM session, no injection.
+    async with request.app.state.container.async_engine().connect() as connection:
+        return int(await connection.scalar(ONE) or 0)
+
+
+def build() -> FastAPI:
+    container = Container()
+    app = create_app(container)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app):
+            settings = container.settings()
+            app.state.baseline_engine = sa.create_engine(
+                container.engine().url,
+                pool_size=settings.pool_size,
+                max_overflow=settings.max_overflow,
+                pool_timeout=settings.pool_timeout,
+                pool_recycle=settings.pool_recycle,
+                pool_pre_ping=True,
+            )
+            yield
+            app.state.baseline_engine.dispose()
+
+    app.router.lifespan_context = lifespan
+    app.include_router(router)
+    container.wire(modules=[__name__])
+    return app
+
+
+app = build()
