@@ -78,50 +78,54 @@ def wrk(port: int, route: str, connections: int, seconds: int) -> Run:
 
 
 @contextmanager
-def served(url: URL) -> Iterator[int]:
-    """bench/app.py under uvicorn, one worker, on DATABASE_URL=url."""
-    port = free_port()
+def served(url: URL, routes: list[str]) -> Iterator[dict[str, int]]:
+    """bench/app.py under uvicorn (one worker) on DATABASE_URL=url: one process per route.
+
+    A process each, because a route can wedge its server: the tutorial baseline deadlocks at
+    c=64 (its sync dependency needs a threadpool worker to close the session, and every worker
+    waits for a connection that such a session holds) and would stall whatever ran next on it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    ports = {route: free_port() for route in routes}
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.app:app", "--port", str(port),
+             "--log-level", "critical", "--no-access-log"],
+            cwd=ROOT,
+            env=env,
+        )
+        for port in ports.values()
+    ]  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/sync", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        for route in ROUTES:  # every pool warm before anything is measured
-            urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5).read()
-        yield port
+        for route, port in ports.items():
+            deadline = time.monotonic() + 30
+            while True:
+                try:  # up, and its pool warm
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        yield ports
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+        for server in servers:
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()  # a wedged one
+                server.wait()
 
 
 def interleaved(
-    port: int, routes: list[str], connections: int, seconds: int, rounds: int
+    ports: dict[str, int], connections: int, seconds: int, rounds: int
 ) -> dict[str, Run]:
-    runs: dict[str, list[Run]] = {route: [] for route in routes}
+    runs: dict[str, list[Run]] = {route: [] for route in ports}
     for _ in range(rounds):
-        for route in routes:
+        for route, port in ports.items():
             runs[route].append(wrk(port, route, connections, seconds))
     return {
         route: Run(
@@ -247,22 +251,18 @@ def main() -> None:
             print("\nwrk is not installed (apt-get install wrk): HTTP benchmarks skipped")
             return
         results = {}
-        with served(database.url("bench")) as port:
-            for connections in (16, 64):
-                results[connections] = interleaved(
-                    port, ROUTES, connections, args.seconds, args.rounds
-                )
+        for connections in (16, 64):
+            with served(database.url("bench"), ROUTES) as ports:  # fresh, for each load
+                results[connections] = interleaved(ports, connections, args.seconds, args.rounds)
                 print_http_table(
                     f"loopback, c={connections}, uvicorn 1 worker", results[connections]
                 )
         assert database.front is not None
         database.front.latency = 0.001
         wan = {}
-        with served(database.url("bench", "front")) as port:
+        with served(database.url("bench", "front"), ROUTES[:5]) as ports:
             for connections in (1, 4):
-                wan[connections] = interleaved(
-                    port, ROUTES[:5], connections, args.seconds, args.rounds
-                )
+                wan[connections] = interleaved(ports, connections, args.seconds, args.rounds)
                 print_http_table(
                     f"WAN mode (TLS front, 1 ms each way), c={connections}", wan[connections]
                 )
