@@ -1,6 +1,7 @@
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from uuid import uuid4
 
 import pytest
@@ -78,6 +79,14 @@ def pooler_url(postgres: SuiteDatabase, database_name: str) -> URL:
             "the pooler endpoint is not tested here"
         )
     return postgres.url(database_name, "pooler")
+
+
+def serving(container: Container, module: ModuleType) -> FastAPI:
+    """The app as create_app() makes it, plus a test module's own `router`, wired."""
+    app = create_app(container)
+    app.include_router(module.router)
+    container.wire(modules=[module])
+    return app
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, url: URL, **settings: str) -> None:

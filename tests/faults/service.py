@@ -4,6 +4,7 @@ The pair is the loss detector: a row without its partner means a half-applied tr
 a key answered 2xx without its rows means an acknowledged write was lost.
 """
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +22,7 @@ from sqlalchemy.engine import URL
 from sqlmodel import Field, Session, SQLModel
 
 from backend.container import AsyncSessionDep, Container, SessionDep
-from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 
 
 class PairRow(SQLModel, table=True):
@@ -85,9 +85,7 @@ def running_service(
 ) -> Iterator[tuple[TestClient, Container]]:
     use_database(monkeypatch, url, **settings)
     container = Container()
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
+    app = serving(container, sys.modules[__name__])
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, container
 

@@ -1,6 +1,7 @@
 """Row 6: 10 000 requests, sync and async mixed: no session ever serves two requests."""
 
 import asyncio
+import sys
 import threading
 from uuid import uuid4
 
@@ -14,8 +15,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import AsyncSessionDep, Container, SessionDep
-from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 
 REQUESTS = 10_000
 router = APIRouter()
@@ -49,9 +49,7 @@ async def test_ten_thousand_requests_ten_thousand_sessions(
     sessions.clear()
     use_database(monkeypatch, database_url, pool_size="10", max_overflow="10")
     container = Container()
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
+    app = serving(container, sys.modules[__name__])
     paths = [f"/{('sync', 'async')[n % 2]}/tagged/{uuid4().hex}" for n in range(REQUESTS)]
     in_flight = asyncio.Semaphore(64)
 

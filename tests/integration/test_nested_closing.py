@@ -5,6 +5,7 @@ once as the service's), and on Python 3.11 its second, already-done shutdown use
 asyncio.gather ("'NullAwaitable' object is not iterable").
 """
 
+import sys
 from typing import Annotated
 
 import pytest
@@ -17,8 +18,7 @@ from sqlalchemy.engine import URL
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import AsyncSessionDep, ClosingOnLoop, Container
-from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 
 
 class Greeter:
@@ -49,10 +49,7 @@ async def greeting(
 def app(monkeypatch: pytest.MonkeyPatch, database_url: URL) -> FastAPI:
     use_database(monkeypatch, database_url)
     container = ServiceContainer()
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
-    return app
+    return serving(container, sys.modules[__name__])
 
 
 def test_a_service_and_its_session_are_both_closed(client: TestClient, app: FastAPI) -> None:

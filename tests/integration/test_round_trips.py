@@ -3,6 +3,8 @@
 A flight is one client-to-server write. On a WAN link to Neon each costs a round trip.
 """
 
+import sys
+
 import psycopg2.errors
 import pytest
 import sqlalchemy as sa
@@ -19,8 +21,7 @@ from backend.container import (
     SessionDep,
 )
 from backend.db.readonly import ReadOnlyError
-from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
 from tests.standin.front import TlsFront
 from tests.standin.postgres import SuiteDatabase
@@ -78,9 +79,7 @@ def client_through(
 ) -> tuple[FastAPI, Container]:
     use_database(monkeypatch, url, **settings)
     container = Container()
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
+    app = serving(container, sys.modules[__name__])
     return app, container
 
 

@@ -4,6 +4,7 @@ Every behaviour is proven twice, through a sync route (SessionDep, threadpool) a
 async one (AsyncSessionDep, event loop): both paths must pass the same suite.
 """
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.db.session import get_async_session, get_session
-from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 
 FLAVOURS = ["sync", "async"]
 
@@ -137,10 +137,7 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def app(container: Container) -> FastAPI:
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
-    return app
+    return serving(container, sys.modules[__name__])
 
 
 def pool_of(container: Container, flavour: str) -> Any:
@@ -211,9 +208,7 @@ def test_the_engine_overrides_reach_sessions_and_health(
     container = Container()
     container.engine.override(providers.Object(test_engine))
     container.async_engine.override(providers.Object(test_async_engine))
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
+    app = serving(container, sys.modules[__name__])
     with TestClient(app) as client:
         assert client.get("/sync/bind").json() == {"engine": id(test_engine)}
         assert client.get("/async/bind").json() == {"engine": id(test_async_engine)}
@@ -239,9 +234,7 @@ def test_shutdown_disposes_the_engines(
     application_name = f"shutdown-{uuid4().hex[:8]}"
     use_database(monkeypatch, database_url, application_name=application_name)
     container = Container()
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
+    app = serving(container, sys.modules[__name__])
 
     with TestClient(app) as client:
         assert client.get(f"/{flavour}/sessions/{uuid4().hex}").status_code == 200

@@ -4,6 +4,7 @@ What the client sees is checked everywhere; what the server sees (pg_stat_ssl) w
 itself speaks TLS, and not behind the suite's TLS front, which hands it plaintext.
 """
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
-from tests.conftest import use_database
+from tests.conftest import serving, use_database
 from tests.standin.postgres import SuiteDatabase
 
 
@@ -52,10 +53,7 @@ async def connection_tls_async(session: AsyncSessionDep) -> dict[str, object]:
 
 @pytest.fixture
 def app(container: Container) -> FastAPI:
-    app = create_app(container)
-    app.include_router(router)
-    container.wire(modules=[__name__])
-    return app
+    return serving(container, sys.modules[__name__])
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
