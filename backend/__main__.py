@@ -8,7 +8,13 @@ from time import perf_counter
 
 import uvicorn
 
-from backend.embedded import PostgresServer, embedded_bindir, running
+from backend.embedded import (
+    UNPRIVILEGED_USER,
+    PostgresServer,
+    embedded_bindir,
+    reachable_data_dir,
+    running,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +33,15 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("DATABASE_URL"):
             print("Using DATABASE_URL", flush=True)
         else:
-            server = PostgresServer(embedded_bindir(), args.data_dir.resolve())
+            requested = args.data_dir.resolve()
+            data_dir = reachable_data_dir(requested)
+            if data_dir != requested:
+                print(
+                    f"{requested.parent} is a folder PostgreSQL's user ({UNPRIVILEGED_USER}) "
+                    f"cannot enter: keeping the embedded server's data in {data_dir} instead",
+                    flush=True,
+                )
+            server = PostgresServer(embedded_bindir(), data_dir)
             started = perf_counter()
             stack.enter_context(running(server))
             # The URL's repr hides the password; the app reads the full one from the environment.

@@ -207,6 +207,30 @@ def _give_to_owner(*paths: Path) -> None:
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
+def reachable_data_dir(requested: Path) -> Path:
+    """`requested`, or, where the server's user cannot enter its parent folder (a private
+    home or mkdtemp, when running as root), a folder of its own under /var/tmp that stays the
+    same for the same request, so the data survives restarts there too."""
+    owner = _as_owner()
+    parent = requested.parent
+    while not parent.exists():
+        parent = parent.parent
+    test = shutil.which("test") or "/usr/bin/test"
+    if not owner or subprocess.run([test, "-x", str(parent)], check=False, **owner).returncode == 0:
+        return requested
+    digest = hashlib.sha256(str(requested).encode()).hexdigest()[:12]
+    fallback = Path("/var/tmp") / f"backend-pgdata-{digest}"  # noqa: S108 (checked below)
+    # A predictable name in a shared folder: never one another user made (or a symlink that
+    # would have root chown its target).
+    if fallback.is_symlink() or (
+        fallback.exists() and fallback.stat().st_uid not in (0, owner["user"])
+    ):
+        raise RuntimeError(
+            f"{fallback} exists and is not this server's: remove it or pass --data-dir"
+        )
+    return fallback
+
+
 @cache
 def _reachable_bindir(bindir: Path) -> Path:
     """`bindir`, or a copy of its package that the unprivileged user can reach.
