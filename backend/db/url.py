@@ -67,10 +67,10 @@ def psycopg2_url(settings: DatabaseSettings, libpq_version: int) -> URL:
             f"{libpq_version // 10000}: give the CA bundle's path instead, e.g. "
             "sslrootcert=/etc/ssl/certs/ca-certificates.crt"
         )
-    # SQLAlchemy refuses postgres:// since 1.4, and a bare postgresql:// leaves the choice of driver
-    # to SQLAlchemy's default; the sync path is psycopg2 on purpose (it never prepares server-side,
-    # so it is safe behind the pooler).
-    # asyncpg's own parameters, for the async twin, would be "invalid connection option"s here.
+    # SQLAlchemy refuses postgres:// since 1.4, and from 2.1 a bare postgresql:// means psycopg 3,
+    # which is not installed; the sync path is psycopg2 on purpose (it never prepares
+    # server-side, so it is safe behind the pooler). asyncpg's own parameters, meant for the
+    # async twin, would be "invalid connection option"s to libpq.
     libpq_query = url.difference_update_query(set(ASYNCPG_PARAMETERS) - {"target_session_attrs"})
     return libpq_query.set(drivername="postgresql+psycopg2").update_query_dict(
         {
