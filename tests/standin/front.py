@@ -34,7 +34,9 @@ def error_response(code: str, message: str) -> bytes:
 
 @dataclass
 class Traffic:
-    """What crossed the front, client side: messages are counted by flights (one write each)."""
+    """What crossed the front, client side. A flight is one turn of one side speaking: bytes
+    from the client after the server last spoke (however many reads they arrive in) are one
+    flight up, so flights_up counts round trips."""
 
     connections: int = 0
     flights_up: int = 0
@@ -151,15 +153,21 @@ class TlsFront:
         )
         self.traffic.connections += 1
         upstream_writer.write(startup)
+        turn = [""]  # who spoke last on this connection: "up" or "down"
         try:
             async with asyncio.TaskGroup() as pipe:
-                pipe.create_task(self._pump(reader, upstream_writer, up=True))
-                pipe.create_task(self._pump(upstream_reader, writer, up=False))
+                pipe.create_task(self._pump(reader, upstream_writer, turn, up=True))
+                pipe.create_task(self._pump(upstream_reader, writer, turn, up=False))
         finally:
             upstream_writer.close()
 
     async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, up: bool
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        turn: list[str],
+        *,
+        up: bool,
     ) -> None:
         # Flights keep their order and each is delayed by `latency` from when it arrived, so
         # the link behaves like a long wire rather than a slow one.
@@ -179,12 +187,15 @@ class TlsFront:
 
         delivery = asyncio.create_task(deliver())
         try:
+            side = "up" if up else "down"
             while data := await source.read(65536):
+                new_turn = turn[0] != side
+                turn[0] = side
                 if up:
-                    self.traffic.flights_up += 1
+                    self.traffic.flights_up += new_turn
                     self.traffic.bytes_up += len(data)
                 else:
-                    self.traffic.flights_down += 1
+                    self.traffic.flights_down += new_turn
                     self.traffic.bytes_down += len(data)
                 flights.put_nowait((time.monotonic(), data))
             flights.put_nowait((time.monotonic(), b""))  # end of stream, after what came before
