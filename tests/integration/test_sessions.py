@@ -263,3 +263,17 @@ def test_an_app_can_start_twice(app: FastAPI) -> None:
         with TestClient(app) as client:
             assert client.get(f"/sync/sessions/{uuid4().hex}").status_code == 200
             assert client.get(f"/async/sessions/{uuid4().hex}").status_code == 200
+
+
+def test_an_outage_answers_503_under_the_test_seam_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's seam: no DATABASE_URL, the engine overridden; here with nobody listening.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    container = Container()
+    unreachable = "postgresql+psycopg2://app:s3cret-Pw@127.0.0.1:1/db"
+    container.engine.override(providers.Object(sa.create_engine(unreachable)))
+    app = serving(container, sys.modules[__name__])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get(f"/sync/sessions/{uuid4().hex}")
+    assert response.status_code == 503, response.text
+    assert response.json()["status"] == "unavailable"
+    assert "s3cret-Pw" not in response.text
