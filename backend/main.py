@@ -12,6 +12,7 @@ from backend import api
 from backend.api import health
 from backend.api.errors import handle_database_errors
 from backend.container import Container
+from backend.db.scope import RequestScopeMiddleware
 from backend.settings import ConfigurationError
 
 
@@ -36,6 +37,8 @@ def create_app(container: Container | None = None) -> FastAPI:
                 await dispose_if_built(lazy)
 
     app = FastAPI(title="backend", lifespan=lifespan)
+    # Outside the exception handlers: a 503 is answered before the request's sessions close.
+    app.add_middleware(RequestScopeMiddleware)
     handle_database_errors(app)
     app.include_router(health.router)
     return app

@@ -121,3 +121,9 @@ def project_root() -> Path:
 def anyio_backend() -> str:
     """Async tests (@pytest.mark.anyio) run on asyncio, the loop uvicorn and asyncpg use."""
     return "asyncio"
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Every behaviour runs through a sync route (threadpool) and an async one (event loop)."""
+    return str(request.param)

@@ -1,15 +1,16 @@
-"""Sessions: the per-request resources the container provides, and the same surface without it.
+"""The seed's surface over the container: `get_session()`, `engine`, `session_maker`, and twins.
 
-`engine`, `session_maker`, `get_session()`, their async twins (`async_engine`,
-`async_session_maker`, `get_async_session()`) and `database_url()` come from a default
-`Container` made on first use, so importing this module reads no variable and opens no
-connection.
+`get_session` / `get_async_session` are plain FastAPI dependencies (`Depends(get_session)`)
+giving the request's session from the app's own container: the same object `SessionDep`
+gives, closed after the response. `engine`, `session_maker`, their async twins and
+`database_url()` come from a default `Container` made on first use, so importing this module
+reads no variable and opens no connection.
 """
 
-from collections.abc import AsyncIterator, Iterator
 from functools import cache
-from typing import TYPE_CHECKING
 
+from dependency_injector.containers import DynamicContainer
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -17,42 +18,36 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-if TYPE_CHECKING:
-    from backend.container import Container
+from backend.container import Container
+from backend.db.scope import admit_sync_session
 
 
-def session_resource(engine: Engine, session_class: type[Session] = Session) -> Iterator[Session]:
-    """One session, closed when its scope ends; close() rolls back whatever was not committed.
+def container_of(app: FastAPI) -> Container:
+    container = getattr(app.state, "container", None)
+    # Container() makes a DynamicContainer holding Container's providers: not an instance of it.
+    if not isinstance(container, DynamicContainer):
+        raise RuntimeError(
+            "this app has no backend Container: make it with backend.main.create_app(), "
+            "which starts one with the app"
+        )
+    return container  # type: ignore[return-value]
 
-    No commit after the yield: dependency-injector's Closing resumes this generator normally
-    even when the route raised, so such a commit would keep a failed request's writes.
-    Objects are not expired on commit: the route's response is serialised after Closing has
-    closed the session, and an expired object would then fail to load (DetachedInstanceError).
-    """
-    with session_class(engine, expire_on_commit=False) as session:
-        yield session
+
+async def get_session(request: Request) -> Session:
+    """`session: Session = Depends(get_session)`: the request's session, as SessionDep."""
+    await admit_sync_session()
+    session: Session = container_of(request.app).session()
+    return session
 
 
-async def async_session_resource(
-    engine: AsyncEngine, sync_session_class: type[Session] = Session
-) -> AsyncIterator[AsyncSession]:
-    """The async twin of session_resource, for the same reasons.
-
-    SQLModel's AsyncSession: SQLAlchemy's, plus the typed `exec(select(...))` that SQLModel
-    users write on the sync path too. expire_on_commit=False matters doubly here: an async
-    session cannot lazy-load an expired attribute at all.
-    """
-    async with AsyncSession(
-        engine, expire_on_commit=False, sync_session_class=sync_session_class
-    ) as session:
-        yield session
+async def get_async_session(request: Request) -> AsyncSession:
+    """`Depends(get_async_session)`: the request's AsyncSession, as AsyncSessionDep."""
+    session: AsyncSession = container_of(request.app).async_session()
+    return session
 
 
 @cache
-def default_container() -> "Container":
-    # Imported here, not at the top: backend.container imports this module for session_resource.
-    from backend.container import Container
-
+def default_container() -> Container:
     return Container()
 
 
@@ -66,7 +61,7 @@ def get_engine() -> Engine:
 
 
 def get_session_maker() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), class_=Session, expire_on_commit=False)
+    return default_container().session_maker()
 
 
 def get_async_engine() -> AsyncEngine:
@@ -74,20 +69,7 @@ def get_async_engine() -> AsyncEngine:
 
 
 def get_async_session_maker() -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(get_async_engine(), class_=AsyncSession, expire_on_commit=False)
-
-
-def get_session() -> Iterator[Session]:
-    """A plain FastAPI dependency, `Depends(get_session)`, for code without the container."""
-    yield from session_resource(get_engine())
-
-
-async def get_async_session() -> AsyncIterator[AsyncSession]:
-    """`Depends(get_async_session)`, the async twin of get_session."""
-    # Not `async for … in async_session_resource(…)`: closing this generator would leave that
-    # one suspended, its session open until the garbage collector finds it.
-    async with AsyncSession(get_async_engine(), expire_on_commit=False) as session:
-        yield session
+    return default_container().async_session_maker()
 
 
 _LAZY = {

@@ -13,7 +13,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 import backend, backend.main, backend.container, backend.db.session, backend.db.engine
-import backend.db.health, backend.api.health, backend.embedded, backend.__main__, backend.compat
+import backend.db.health, backend.api.health, backend.embedded, backend.__main__, backend.db.scope
 from backend.main import app
 assert not hasattr(app.state, "container")  # made when the app starts, not at import
 print("imported")

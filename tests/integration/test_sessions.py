@@ -27,8 +27,6 @@ from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.db.session import get_async_session, get_session
 from tests.conftest import serving, use_database
 
-FLAVOURS = ["sync", "async"]
-
 
 class Note(SQLModel, table=True):
     __tablename__ = "test_note"
@@ -128,11 +126,6 @@ async def count_notes_without_container_async(
     session: AsyncSession = Depends(get_async_session),
 ) -> int:
     return len((await session.exec(select(Note))).all())
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
@@ -248,14 +241,10 @@ def test_shutdown_disposes_the_engines(
     assert backends(application_name) == 0
 
 
-def test_the_plain_dependencies_work_without_the_container(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL, flavour: str
+def test_the_plain_dependencies_give_the_request_session_of_the_app(
+    client: TestClient, flavour: str
 ) -> None:
-    use_database(monkeypatch, database_url)
-    app = FastAPI()
-    app.include_router(router)
-    with TestClient(app) as client:
-        assert client.get(f"/{flavour}/plain/notes").json() == 0
+    assert client.get(f"/{flavour}/plain/notes").json() == 0
 
 
 def test_an_app_can_start_twice(app: FastAPI) -> None:
