@@ -1,19 +1,24 @@
 """The dependency-injection container: config → settings → engines → session makers → sessions."""
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import yaml
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide
 from fastapi import Depends
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engine import create_async_db_engine, create_sync_engine
 from backend.db.readonly import ReadOnlySession
 from backend.db.scope import (
-    admit_sync_session,
+    current_scope,
     make_async_session_maker,
     make_session_maker,
     request_async_session,
@@ -24,19 +29,38 @@ from backend.settings import ConfigurationError, load_settings
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "config.yml"
 
 
+E = TypeVar("E", Engine, AsyncEngine)
+
+
+class BuiltEngines(list[Engine | AsyncEngine]):
+    """The engines a container has built, so that shutdown disposes those and builds none."""
+
+    def add(self, engine: E) -> E:
+        self.append(engine)
+        return engine
+
+
+def _engine(
+    factory: Callable[..., E], built: Any, settings: Any, **options: Any
+) -> providers.ThreadSafeSingleton[E]:
+    """A singleton engine from `factory`, recorded in `built` when (and only if) it is built."""
+    return providers.ThreadSafeSingleton(
+        BuiltEngines.add, built, providers.Factory(factory, settings, **options)
+    )
+
+
 class Container(containers.DeclarativeContainer):
     # Read when a Container() is made, with the environment of that moment.
     config = providers.Configuration(yaml_files=[CONFIG_FILE])
     settings = providers.ThreadSafeSingleton(load_settings, config.database)
+    built_engines = providers.Singleton(BuiltEngines)
     # Singletons, built on first use; thread-safe, since sync routes run in a threadpool.
-    engine = providers.ThreadSafeSingleton(create_sync_engine, settings)
-    async_engine = providers.ThreadSafeSingleton(create_async_db_engine, settings)
+    engine = _engine(create_sync_engine, built_engines, settings)
+    async_engine = _engine(create_async_db_engine, built_engines, settings)
     # Reads that need no transaction: autocommit (one round trip for a one-query read) and
     # writes refused. Own engines, so that a read replica's URL can take their place.
-    read_engine = providers.ThreadSafeSingleton(create_sync_engine, settings, read_only=True)
-    async_read_engine = providers.ThreadSafeSingleton(
-        create_async_db_engine, settings, read_only=True
-    )
+    read_engine = _engine(create_sync_engine, built_engines, settings, read_only=True)
+    async_read_engine = _engine(create_async_db_engine, built_engines, settings, read_only=True)
 
     session_maker = providers.ThreadSafeSingleton(make_session_maker, engine)
     async_session_maker = providers.ThreadSafeSingleton(make_async_session_maker, async_engine)
@@ -69,28 +93,66 @@ class Container(containers.DeclarativeContainer):
             ) from None
 
 
+def use_database(container: Container, url: str | URL) -> None:
+    """Point every engine of `container` at `url`, each keeping its role (tests, tools).
+
+    The read engines stay read-only and the async ones get the URL translated for asyncpg,
+    as in production: the URL goes where DATABASE_URL goes, before the settings. Engines
+    already built are disposed and rebuilt on next use.
+    """
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    for engine in container.built_engines():
+        # An AsyncEngine's connections belong to an event loop: drop them without closing.
+        engine.dispose() if isinstance(engine, Engine) else engine.sync_engine.dispose(close=False)
+    container.config.database.url.from_value(text)
+    container.reset_singletons()
+
+
 if TYPE_CHECKING:
     ProvideOnLoop = Provide
 else:
 
     class ProvideOnLoop(Provide):
-        """Provide, called by FastAPI on the event loop rather than in its threadpool.
+        """`Provide[...]` that resolves from the request's own app container, on the loop.
 
-        FastAPI calls a dependency to get its value, and a marker's value is the marker itself
-        (which @inject then replaces); a sync __call__ costs a threadpool round trip per
-        request for nothing. Being on the loop, before the function that gets the value runs
-        in the threadpool, is also where a request is admitted to sync sessions
-        (backend/db/scope.py says why).
+        - From the app's own container: dependency-injector's wiring is process-wide (the
+          last `wire()` wins), so two apps in one process would share one container's pools
+          and overrides; the request scope knows its app's container.
+        - On the event loop: FastAPI calls a dependency to get its value; a sync __call__
+          costs a threadpool round trip per request for nothing. Being there, before the
+          function that takes the value runs in the threadpool, is also where a request is
+          admitted to sync sessions (backend/db/scope.py says why).
+
+        It hands FastAPI the value itself, so @inject passes it through unchanged, and
+        outside a request (or an app without a container) it falls back to plain wiring.
         """
 
+        _name: str | None = None
         _uses_sync_session: bool | None = None
 
-        async def __call__(self) -> Self:
+        async def __call__(self) -> Any:
             if self._uses_sync_session is None:
                 self._uses_sync_session = _reaches_sync_session(self.provider)
+            scope = current_scope()
+            if scope is None or scope.container is None:
+                return self  # @inject resolves it through wiring
+            name = self._provider_name(scope.container)
+            if name is None:
+                return self  # not one of this app's providers: plain wiring decides
             if self._uses_sync_session:
-                await admit_sync_session()
-            return self
+                await scope.admit()
+            value = getattr(scope.container, name)()
+            return await value if inspect.isawaitable(value) else value
+
+        def _provider_name(self, container: Any) -> str | None:
+            if isinstance(self.provider, str):
+                return self.provider
+            if self._name is None:
+                names = getattr(container, "declarative_parent", None)
+                for name, provider in names.providers.items() if names else ():
+                    if provider is self.provider:
+                        self._name = name
+            return self._name
 
     def _reaches_sync_session(provider: Any) -> bool:
         candidates = [provider, *getattr(provider, "traverse", list)()]

@@ -1,60 +1,77 @@
-"""The FastAPI application: container built and wired at start, engines disposed at stop."""
+"""`create_app()`: your routers on the layer, its container built and wired at start, engines
+disposed at stop."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import importlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import ModuleType
+from typing import Any
 
-from dependency_injector.providers import Provider
-from fastapi import FastAPI
-from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import APIRouter, FastAPI
 
 from backend import api
 from backend.api import health
 from backend.api.errors import handle_database_errors
 from backend.container import Container
 from backend.db.scope import RequestScopeMiddleware
-from backend.settings import ConfigurationError
+from backend.db.session import default_container, use_container
+from backend.wiring import check_wiring
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 
-def create_app(container: Container | None = None) -> FastAPI:
-    """The app; without a container, one is made when the app starts, from that environment."""
+def create_app(
+    container: Container | None = None,
+    *,
+    routers: Iterable[APIRouter] = (),
+    wire: Sequence[str | ModuleType] = (),
+    lifespan: Lifespan | None = None,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """The app: `routers` included, `wire` (modules or packages, objects or dotted names)
+    wired to the container when the app starts, `lifespan` run inside ours (the container is
+    ready and `app.state.container` set when it starts; engines are disposed after it ends).
+
+    Without a container, the one `backend.db.session` resolves from is used, made when the
+    app starts from that moment's environment.
+    """
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        active = container if container is not None else Container()
-        active.wire(packages=[api])
+    async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
+        active = container if container is not None else default_container()
+        use_container(active)
+        modules = [importlib.import_module(m) if isinstance(m, str) else m for m in wire]
+        active.wire(
+            modules=[m for m in modules if not hasattr(m, "__path__")],
+            packages=[api, *(m for m in modules if hasattr(m, "__path__"))],
+        )
+        check_wiring(app, active)
         app.state.container = active
         # Validates the settings (a bad one stops startup here) and builds the pool; SQLAlchemy
         # connects on first use, so the app starts even while the database is unreachable.
-        engine = active.engine()
+        active.engine()
         try:
-            yield
+            if lifespan is None:
+                yield None
+            else:
+                async with lifespan(app) as state:
+                    yield state
         finally:
-            # Not unwired: wiring is how routes reach the container, including modules the user
-            # wired, and an app started again (a second TestClient) must find them wired.
-            engine.dispose()
-            for lazy in (active.async_engine, active.read_engine, active.async_read_engine):
-                await dispose_if_built(lazy)
+            # Not unwired: an app started again (a second TestClient) must find its routes
+            # wired. Only what was built is disposed: nothing is built to be disposed.
+            for engine in active.built_engines():
+                disposed = engine.dispose()  # an AsyncEngine gives a coroutine
+                if disposed is not None:
+                    await disposed
 
-    app = FastAPI(title="backend", lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan_of_the_layer, **{"title": "backend", **fastapi_options})
     # Outside the exception handlers: a 503 is answered before the request's sessions close.
     app.add_middleware(RequestScopeMiddleware)
     handle_database_errors(app)
     app.include_router(health.router)
+    for router in routers:
+        app.include_router(router)
     return app
-
-
-async def dispose_if_built(engine_provider: Provider[Engine] | Provider[AsyncEngine]) -> None:
-    # The async and read engines are built on first use, so that an app (or a test that
-    # overrides only `engine`) that never uses them needs nothing for them. Getting one here
-    # opens no connection.
-    try:
-        engine = engine_provider()
-    except ConfigurationError:
-        return  # it could not have been built before either: nothing to dispose
-    disposed = engine.dispose()
-    if disposed is not None:
-        await disposed
 
 
 app = create_app()

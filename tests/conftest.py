@@ -23,7 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("DATABASE_"):
             monkeypatch.delenv(name)
-    session_module.default_container.cache_clear()
+    session_module.forget_default_container()
 
 
 @pytest.fixture(scope="session")

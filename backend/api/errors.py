@@ -7,7 +7,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import URL
 
 from backend.db.errors import describe, is_unavailable, unavailable_errors
-from backend.settings import ConfigurationError
 
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -21,16 +20,17 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
 
 
 def engine_urls(request: Request) -> Iterator[URL]:
-    """The URLs whose passwords an error message must not show: the engines this app uses,
-    which are test engines (and no settings at all) when a test overrides them."""
+    """The URLs whose passwords an error message must not show: every engine this app built,
+    and the engines a test put in their place (building none to find out)."""
     container = getattr(request.app.state, "container", None)
     if container is None:
         return
-    for engine in (container.engine, container.async_engine):
-        try:
-            yield engine().url
-        except ConfigurationError:
-            continue  # never configured, so never used
+    for engine in container.built_engines():
+        yield engine.url
+    for name in ("engine", "async_engine", "read_engine", "async_read_engine"):
+        provider = getattr(container, name)
+        if provider.overridden:
+            yield provider().url
 
 
 def handle_database_errors(app: FastAPI) -> None:

@@ -88,9 +88,12 @@ class RequestScope:
     sessions, `async with RequestScope(): ...` for either kind.
     """
 
-    __slots__ = ("_admitted", "_closed", "_gate", "_lock", "_sessions", "_token")
+    __slots__ = ("_admitted", "_closed", "_gate", "_lock", "_sessions", "_token", "container")
 
-    def __init__(self, gate: asyncio.Semaphore | None = None) -> None:
+    def __init__(self, gate: asyncio.Semaphore | None = None, container: Any = None) -> None:
+        # The app's container, so that what a request asks for comes from its own app's
+        # providers, whatever container dependency-injector's process-wide wiring points at.
+        self.container = container
         self._sessions: dict[Callable[[], Any], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -184,6 +187,10 @@ async def admit_sync_session() -> None:
         await scope.admit()
 
 
+def current_scope() -> RequestScope | None:
+    return _current.get()
+
+
 def _current_scope() -> RequestScope:
     scope = _current.get()
     if scope is None:
@@ -229,7 +236,8 @@ class RequestScopeMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        async with RequestScope(self._gate()):
+        container = getattr(scope["app"].state, "container", None)
+        async with RequestScope(self._gate(), container):
             await self.app(scope, receive, send)
 
     def _gate(self) -> asyncio.Semaphore:

@@ -1,16 +1,15 @@
-"""The seed's surface over the container: `get_session()`, `engine`, `session_maker`, and twins.
+"""The seed's surface over the app's container: `get_session()`, `engine`, `session_maker`, twins.
 
-`get_session` / `get_async_session` are plain FastAPI dependencies (`Depends(get_session)`)
-giving the request's session from the app's own container: the same object `SessionDep`
-gives, closed after the response. `engine`, `session_maker`, their async twins and
-`database_url()` come from a default `Container` made on first use, so importing this module
-reads no variable and opens no connection.
+Every name here resolves from one container: the app's (`create_app()` makes it the default
+when the app starts), or, before any app has started, a default `Container()` made on first
+use, which `create_app()` then adopts. So `Depends(get_session)`, `SessionDep` and
+`backend.db.session.engine` share one set of pools and one set of overrides. Importing this
+module reads no variable and opens no connection.
 """
 
-from functools import cache
+from typing import TYPE_CHECKING
 
-from dependency_injector.containers import DynamicContainer
-from fastapi import FastAPI, Request
+from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -19,58 +18,80 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import Container
-from backend.db.scope import admit_sync_session
+from backend.db.scope import current_scope
+
+_default: list[Container] = []  # at most one: the container module-level names resolve from
 
 
-def container_of(app: FastAPI) -> Container:
-    container = getattr(app.state, "container", None)
-    # Container() makes a DynamicContainer holding Container's providers: not an instance of it.
-    if not isinstance(container, DynamicContainer):
-        raise RuntimeError(
-            "this app has no backend Container: make it with backend.main.create_app(), "
-            "which starts one with the app"
-        )
-    return container  # type: ignore[return-value]
+def default_container() -> Container:
+    if not _default:
+        _default.append(Container())
+    return _default[0]
+
+
+def use_container(container: Container) -> None:
+    """Make `container` the one `engine`, `session_maker`, … and `get_session` resolve from."""
+    _default[:] = [container]
+
+
+def forget_default_container() -> None:
+    """The next use makes a new default Container(), from the environment of that moment."""
+    _default.clear()
+
+
+def _request_container(request: Request) -> Container:
+    scope = current_scope()
+    container = getattr(scope, "container", None) or getattr(request.app.state, "container", None)
+    return container or default_container()
 
 
 async def get_session(request: Request) -> Session:
     """`session: Session = Depends(get_session)`: the request's session, as SessionDep."""
-    await admit_sync_session()
-    session: Session = container_of(request.app).session()
+    scope = current_scope()
+    if scope is not None:
+        await scope.admit()
+    session: Session = _request_container(request).session()
     return session
 
 
 async def get_async_session(request: Request) -> AsyncSession:
     """`Depends(get_async_session)`: the request's AsyncSession, as AsyncSessionDep."""
-    session: AsyncSession = container_of(request.app).async_session()
+    session: AsyncSession = _request_container(request).async_session()
     return session
-
-
-@cache
-def default_container() -> Container:
-    return Container()
 
 
 def database_url() -> URL:
     """DATABASE_URL as the engine uses it (its repr hides the password)."""
-    return default_container().engine().url
+    url: URL = get_engine().url
+    return url
 
 
 def get_engine() -> Engine:
-    return default_container().engine()
+    engine: Engine = default_container().engine()
+    return engine
 
 
 def get_session_maker() -> sessionmaker[Session]:
-    return default_container().session_maker()
+    maker: sessionmaker[Session] = default_container().session_maker()
+    return maker
 
 
 def get_async_engine() -> AsyncEngine:
-    return default_container().async_engine()
+    engine: AsyncEngine = default_container().async_engine()
+    return engine
 
 
 def get_async_session_maker() -> async_sessionmaker[AsyncSession]:
-    return default_container().async_session_maker()
+    maker: async_sessionmaker[AsyncSession] = default_container().async_session_maker()
+    return maker
 
+
+if TYPE_CHECKING:
+    # What `from backend.db.session import engine` gives, for type checkers.
+    engine: Engine
+    session_maker: sessionmaker[Session]
+    async_engine: AsyncEngine
+    async_session_maker: async_sessionmaker[AsyncSession]
 
 _LAZY = {
     "engine": get_engine,
@@ -81,7 +102,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
-    # PEP 562: `from backend.db.session import engine` builds it on first use, not at import.
+    # PEP 562: built on first use, not at import; the container's singletons build each once.
     if name in _LAZY:
         return _LAZY[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

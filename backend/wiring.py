@@ -1,0 +1,73 @@
+"""A route that takes a dependency-injector marker it cannot resolve fails at startup, named.
+
+Without this, forgetting @inject or the wiring of a route's module shows only at the first
+request that reaches it, as `'Provide' object has no attribute 'exec'`.
+"""
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from dependency_injector.wiring import _patched_registry
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, APIWebSocketRoute
+
+
+class WiringError(RuntimeError):
+    """A route or dependency takes a marker that nothing would resolve."""
+
+
+def check_wiring(app: FastAPI, container: Any) -> None:
+    """Raise WiringError for the first marker in `app`'s routes that would not resolve from
+    `container`."""
+    own = {id(provider) for provider in container.traverse()}
+    for route in _routes(app.routes):
+        if isinstance(route, APIRoute | APIWebSocketRoute):
+            for function, parameter, marker in _markers(route.dependant):
+                problem = _why_unresolved(function, parameter, own)
+                if problem:
+                    raise WiringError(
+                        f"{route.path}: {getattr(function, '__qualname__', function)} takes "
+                        f"{parameter}={marker!r} but {problem}"
+                    )
+
+
+def _routes(routes: Iterable[Any]) -> Iterator[Any]:
+    for route in routes:
+        # FastAPI 0.16x keeps an included router as one entry (`original_router`); earlier
+        # versions copied its routes in; a Mount holds its own.
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if inner is not None:
+            yield from _routes(inner)
+        else:
+            yield route
+
+
+def _markers(dependant: Dependant) -> Iterator[tuple[Any, str, Any]]:
+    for dependency in dependant.dependencies:
+        marker = dependency.call
+        # The aliases' ProvideOnLoop resolves itself from the request's app container. (By
+        # name: for type checkers ProvideOnLoop is dependency-injector's Provide.)
+        is_marker = getattr(marker, "__IS_MARKER__", False)  # dependency-injector's own flag
+        if is_marker and type(marker).__name__ != "ProvideOnLoop":
+            yield dependant.call, str(dependency.name), marker
+        yield from _markers(dependency)
+
+
+def _why_unresolved(function: Any, parameter: str, own: set[int]) -> str | None:
+    # dependency-injector keeps no public record of what it patched and wired; its registry
+    # is the one place that knows (dependency_injector/wiring.py, PatchedRegistry).
+    patched = _patched_registry.get_callable(function)
+    if patched is None:
+        return "is not decorated with @inject: add @inject under the route decorator"
+    injection = patched.injections.get(parameter)
+    if injection is None:
+        return "its module is not wired: pass it to create_app(wire=[...])"
+    if id(injection) not in own:
+        # Wiring is process-wide: the module was wired to another app's container last.
+        return (
+            "its module is wired to another container (the last wire() wins): pass it to "
+            "this app's create_app(wire=[...]), or take ProvideOnLoop[...], which resolves "
+            "from the request's own app"
+        )
+    return None
