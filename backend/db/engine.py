@@ -72,7 +72,7 @@ def _engine_options(settings: DatabaseSettings, read_only: bool = False) -> dict
 def _add_connection_care(
     engine: Engine, settings: DatabaseSettings, read_only: bool = False
 ) -> None:
-    retry_connects(engine, settings.connect_retries)
+    retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:
