@@ -71,6 +71,11 @@ def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
     return exc
 
 
+def no_answer(seconds: float) -> str:
+    """Both paths' words for a statement timeout (DATABASE_STATEMENT_TIMEOUT)."""
+    return f"no answer from the server within {seconds:g} s (the statement timeout)"
+
+
 def describe(exc: BaseException, *urls: URL) -> str:
     """The driver's own first line, without SQLAlchemy's link and without any URL's password."""
     if isinstance(exc, PoolTimeoutError):
