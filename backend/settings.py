@@ -50,6 +50,12 @@ class DatabaseSettings(BaseModel):
     application_name: str = Field(max_length=63, description="a text of at most 63 characters")
     allow_insecure: bool = Field(description="true or false")
     pooler: PoolerMode = Field(description="one of auto, pgbouncer, none")
+    # How long one call waits for the server's answer, client-side; 0: for ever.
+    statement_timeout: float = Field(
+        ge=0, allow_inf_nan=False, description="a number of seconds >= 0"
+    )
+    # A link silent this long is dead (keepalives, TCP_USER_TIMEOUT); 0: the OS's defaults.
+    tcp_user_timeout: int = Field(ge=0, description="an integer number of seconds >= 0")
 
 
 def variable(field: str) -> str:

@@ -13,13 +13,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
-from backend.db.errors import is_transient_connect_error
+from backend.db.errors import as_connect_error, is_transient_connect_error
 
 FIRST_BACKOFF = 0.2  # seconds; doubled after each failed attempt, with ±50% jitter
 
 
-def retry_connects(engine: Engine, retries: int) -> None:
-    """Make `engine` (a sync engine, or an AsyncEngine's sync_engine) retry failed connects."""
+def retry_connects(engine: Engine, retries: int, budget: float) -> None:
+    """Make `engine` (a sync engine, or an AsyncEngine's sync_engine) retry failed connects.
+
+    No attempt starts later than `budget` seconds after the first, however many retries are
+    allowed: with a doubling pause, 8 retries would otherwise wait about 51 s in pauses alone.
+    """
 
     @event.listens_for(engine, "do_connect")
     def connect_with_retry(
@@ -29,17 +33,19 @@ def retry_connects(engine: Engine, retries: int) -> None:
         cparams: dict[str, Any],
     ) -> Any:
         backoff = FIRST_BACKOFF
+        deadline = time.monotonic() + budget
         for attempt in range(retries + 1):
             try:
                 return dialect.connect(*cargs, **cparams)
             except Exception as exc:
-                if attempt == retries or not is_transient_connect_error(exc):
-                    if isinstance(exc, dialect.loaded_dbapi.Error):
+                left = deadline - time.monotonic()
+                if attempt == retries or left <= 0 or not is_transient_connect_error(exc):
+                    error = as_connect_error(exc, dialect.loaded_dbapi)
+                    if error is exc:
                         raise
-                    # asyncpg raises OSError (refused, reset) as it is; as the DBAPI's error,
-                    # SQLAlchemy wraps it like any other failed connect (OperationalError).
-                    raise dialect.loaded_dbapi.OperationalError(str(exc)) from exc
-            pause = backoff * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+                    raise error from exc
+            # The last pause ends at the deadline at the latest.
+            pause = min(left, backoff * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
             # The async engine connects inside the event loop: sleeping there must not block it.
             await_only(asyncio.sleep(pause)) if dialect.is_async else time.sleep(pause)
             backoff *= 2

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
 from backend.db.readonly import READ_ONLY_OPTIONS, refuse_writes
+from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters, psycopg2_connect_args
 from backend.db.url import asyncpg_target, is_pooler, psycopg2_url
 from backend.settings import DatabaseSettings
 
@@ -27,7 +28,12 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
         # startup options, so behind a pooler refuse_writes() is the guard.
         options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
         url = url.update_query_dict({"options": options})
-    engine = create_engine(url, **_engine_options(settings, read_only))
+    url = libpq_tcp_parameters(url, settings.tcp_user_timeout)
+    engine = create_engine(
+        url,
+        connect_args=psycopg2_connect_args(settings.statement_timeout),
+        **_engine_options(settings, read_only),
+    )
     _add_connection_care(engine, settings, read_only)
     return engine
 
@@ -46,10 +52,15 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
         )
     if ignored := sorted(set(target.dropped) - {"channel_binding"}):
         logger.warning("asyncpg has no equivalent of %s in DATABASE_URL; ignored", ignored)
+    # A command_timeout in DATABASE_URL wins, as the URL's parameters do.
+    command_timeout = target.connect_args.setdefault(
+        "command_timeout", settings.statement_timeout or None
+    )
     engine = create_async_engine(
         target.url, connect_args=target.connect_args, **_engine_options(settings, read_only)
     )
     _add_connection_care(engine.sync_engine, settings, read_only)
+    bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
     return engine
 
 
@@ -72,7 +83,7 @@ def _engine_options(settings: DatabaseSettings, read_only: bool = False) -> dict
 def _add_connection_care(
     engine: Engine, settings: DatabaseSettings, read_only: bool = False
 ) -> None:
-    retry_connects(engine, settings.connect_retries)
+    retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:

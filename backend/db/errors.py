@@ -1,6 +1,7 @@
 """Which database errors mean "unavailable", and how to say so without a secret."""
 
 import ssl
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -48,6 +49,31 @@ def is_unavailable(exc: BaseException) -> bool:
     # asyncpg's errors reach SQLAlchemy as one generic class; their SQLSTATE tells them apart.
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return exc.connection_invalidated or str(sqlstate).startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+
+
+def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
+    """What a connect that failed for good raises: the same on both paths.
+
+    psycopg2 raises OperationalError for whatever the server answers a connect with (unknown
+    database, wrong password, too many connections), so the sync path calls each unavailable.
+    asyncpg's server errors reach SQLAlchemy as the dialect's generic Error instead, which by
+    SQLSTATE alone would make the same failure a 500 there (3D000, 28P01): it becomes the
+    dialect's OperationalError too, with asyncpg's error, and so its SQLSTATE, kept.
+    """
+    operational: type[Exception] = dbapi.OperationalError
+    from_driver: bool = isinstance(exc, dbapi.Error)
+    if not from_driver:
+        # asyncpg raises OSError (refused, reset) as it is; as the DBAPI's error, SQLAlchemy
+        # wraps it like any other failed connect (OperationalError).
+        return operational(str(exc))
+    if getattr(exc, "sqlstate", None) and not isinstance(exc, operational):
+        return operational(str(exc), getattr(exc, "orig", None))
+    return exc
+
+
+def no_answer(seconds: float) -> str:
+    """Both paths' words for a statement timeout (DATABASE_STATEMENT_TIMEOUT)."""
+    return f"no answer from the server within {seconds:g} s (the statement timeout)"
 
 
 def describe(exc: BaseException, *urls: URL) -> str:

@@ -2,8 +2,9 @@
 
 It speaks PostgreSQL's SSLRequest handshake, as Neon's proxy does, so it gives TLS to a server
 built without it; it refuses plaintext with Neon's own words; and it can hold new connections
-(a cold start), refuse them for a while (a compute restarting), drop every connection, and add
-latency to each direction (a WAN link to Neon on loopback).
+(a cold start), refuse them for a while (a compute restarting), drop every connection, add
+latency to each direction (a WAN link to Neon on loopback), and stall: forward nothing at all,
+while the sockets stay open (a link gone dead under live TCP endpoints).
 """
 
 import asyncio
@@ -58,12 +59,14 @@ class TlsFront:
     port: int = 0
     traffic: Traffic = field(default_factory=Traffic)
     _refuse_until: float = 0.0
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.Server | None = None
     _pipes: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> None:
         ready = threading.Event()
+        self._flowing.set()
 
         def run() -> None:
             self._loop = loop = asyncio.new_event_loop()
@@ -90,6 +93,19 @@ class TlsFront:
         """Cut every connection now, as a lost compute or proxy does."""
         self._call(self._drop())
 
+    def stall(self) -> None:
+        """Forward nothing, either way, on every connection, established or new, until resume().
+
+        The sockets stay open and the kernel acknowledges what arrives, so the client sees no
+        error, only silence: TCP keepalives are answered, and only a client-side timeout ends
+        the wait."""
+        self._call(self._flow(False))
+
+    def resume(self) -> None:
+        """Forward again: what was held goes through, in order."""
+        if self._loop is not None:
+            self._call(self._flow(True))
+
     def reset_traffic(self) -> None:
         self.traffic = Traffic()
 
@@ -107,6 +123,9 @@ class TlsFront:
         if self._server:
             self._server.close()
         await self._drop()
+
+    async def _flow(self, flowing: bool) -> None:
+        self._flowing.set() if flowing else self._flowing.clear()
 
     async def _drop(self) -> None:
         for pipe in list(self._pipes):
@@ -148,6 +167,7 @@ class TlsFront:
             await writer.drain()
             return
         await asyncio.sleep(self.connect_delay)
+        await self._flowing.wait()
         upstream_reader, upstream_writer = await asyncio.open_connection(
             *self.upstream, local_addr=(self.source_address, 0)
         )
@@ -176,10 +196,11 @@ class TlsFront:
         async def deliver() -> None:
             while True:
                 arrived, data = await flights.get()
+                if data and (wait := arrived + self.latency - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                await self._flowing.wait()  # a stalled link passes nothing, not even the end
                 if not data:
                     break
-                if (wait := arrived + self.latency - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)
                 sink.write(data)
                 await sink.drain()
             with contextlib.suppress(OSError):

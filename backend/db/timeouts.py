@@ -1,0 +1,88 @@
+"""How long each path waits for the server: a dead link and a stalled one end in bounded time.
+
+- A dead link (a peer gone, a route lost, a NAT entry dropped): TCP keepalives after a third of
+  DATABASE_TCP_USER_TIMEOUT of silence, and TCP_USER_TIMEOUT for unacknowledged data, so the
+  kernel drops the connection after about DATABASE_TCP_USER_TIMEOUT. libpq takes them as
+  connection parameters; asyncpg has none, so they are set on its socket once it connects.
+- A stalled link (something alive on the path holds the connection and says nothing, which
+  keepalives cannot see) or a runaway statement: DATABASE_STATEMENT_TIMEOUT, client-side, per
+  call: asyncpg's command_timeout, and backend.db.deadline for psycopg2. Not the server's
+  statement_timeout: as a startup option PgBouncer refuses it (unsupported startup parameter:
+  options), and SET LOCAL at every BEGIN would cost a round trip per transaction.
+
+Either way the connection is discarded and the request answers 503, like any lost connection.
+"""
+
+import socket
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from backend.db.deadline import bounded_connection_factory
+from backend.db.errors import no_answer
+
+PROBES = 3  # keepalive probes, a third of the timeout apart
+
+
+def libpq_tcp_parameters(url: URL, seconds: int) -> URL:
+    """The URL with libpq's keepalive and TCP_USER_TIMEOUT parameters it does not set itself."""
+    if not seconds:
+        return url
+    probe = str(max(1, seconds // PROBES))
+    wanted = {
+        "keepalives": "1",
+        "keepalives_idle": probe,
+        "keepalives_interval": probe,
+        "keepalives_count": str(PROBES),
+        "tcp_user_timeout": str(seconds * 1000),  # milliseconds
+    }
+    return url.update_query_dict({k: v for k, v in wanted.items() if k not in url.query})
+
+
+def psycopg2_connect_args(seconds: float) -> dict[str, Any]:
+    return {"connection_factory": bounded_connection_factory(seconds)} if seconds else {}
+
+
+def bound_asyncpg_waits(engine: Engine, tcp_user_timeout: int, command_timeout: float) -> None:
+    """On an AsyncEngine's sync_engine: TCP options on each new socket, and asyncpg's
+    command_timeout (a bare TimeoutError, which SQLAlchemy passes through as it is) turned into
+    the OperationalError of a lost connection, so that the connection is discarded."""
+
+    @event.listens_for(engine, "connect")
+    def set_tcp_options(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # asyncpg offers no public way to its socket; its transport is the one way in.
+        transport = dbapi_connection.driver_connection._transport
+        set_socket_options(transport.get_extra_info("socket"), tcp_user_timeout)
+
+    @event.listens_for(engine, "handle_error")
+    def timed_out(context: ExceptionContext) -> OperationalError | None:
+        if not command_timeout or not isinstance(context.original_exception, TimeoutError):
+            return None
+        # asyncpg is still cancelling the statement on that connection: it cannot be reused.
+        context.is_disconnect = True
+        return OperationalError(
+            context.statement,
+            context.parameters,
+            TimeoutError(no_answer(command_timeout)),
+            hide_parameters=context.engine is not None and context.engine.hide_parameters,
+            connection_invalidated=True,
+        )
+
+
+def set_socket_options(sock: Any, seconds: int) -> None:
+    if not seconds or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a unix socket has no link to lose
+    probe = max(1, seconds // PROBES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", probe),
+        ("TCP_KEEPINTVL", probe),
+        ("TCP_KEEPCNT", PROBES),
+        ("TCP_USER_TIMEOUT", seconds * 1000),
+    ):
+        # Linux's names, as libpq uses them; elsewhere what the platform lacks keeps its default.
+        if (option := getattr(socket, name, None)) is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
