@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("DATABASE_URL"):
             print("Using DATABASE_URL", flush=True)
         else:
-            requested = args.data_dir.resolve()
+            # Absolute but not resolved: resolving would follow a `.pgdata` link (one the
+            # server's user could have planted) and have root take over its target.
+            requested = Path(os.path.abspath(args.data_dir))
             data_dir = reachable_data_dir(requested)
             if data_dir != requested:
                 print(
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             server = PostgresServer(embedded_bindir(), data_dir)
             started = perf_counter()
-            stack.enter_context(running(server))
+            try:
+                stack.enter_context(running(server))
+            except RuntimeError as error:  # a refused folder, a failed initdb: said plainly
+                parser.exit(1, f"{parser.prog}: {error}\n")
             # The URL's repr hides the password; the app reads the full one from the environment.
             print(
                 f"Embedded PostgreSQL {server.version()} started in "
