@@ -17,9 +17,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 SUPERUSER = "postgres"
+WATCH_SCRIPT = Path(__file__).with_name("embedded_watch.py")
 
 
 def embedded_bindir() -> Path:
@@ -86,6 +88,9 @@ class PostgresServer:
     `tls` is a (certificate, key) pair: with it the server accepts TLS connections only, as Neon
     does, except from the loopback addresses in `plaintext_from` (a TLS-terminating proxy on the
     same machine). `settings` are extra postgresql.conf lines, applied at each start.
+
+    A started server lives no longer than the process that started it: stop() stops it, and if
+    the process ends first, however it ends, a watch process does (embedded_watch.py).
     """
 
     bindir: Path
@@ -98,6 +103,10 @@ class PostgresServer:
     # A private copy of the binaries (embedded_files.private_copy), while one is in use.
     _copy: Path | None = field(default=None, init=False, repr=False, compare=False)
     _copied_bindir: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _watch: "subprocess.Popen[bytes] | None" = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _watch_pipe: int = field(default=-1, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute, with its last name kept as given (not resolved): start() refuses a link.
@@ -145,6 +154,7 @@ class PostgresServer:
         self._configure()
         if self.is_running():  # left over from a run that was killed
             self.stop()
+        self._start_watch()  # before pg_ctl: a kill while it waits for the server is covered
         self._run_binary(
             "pg_ctl",
             *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
@@ -155,6 +165,7 @@ class PostgresServer:
         """Stop: `fast` ends sessions cleanly; `immediate` is a crash, recovered at next start."""
         if self.is_running():
             self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self._stop_watch()
         self._remove_copy()
 
     def is_running(self) -> bool:
@@ -227,14 +238,49 @@ class PostgresServer:
         if owner_can_run(self.bindir / "postgres"):
             return self.bindir
         self._copy, self._copied_bindir = private_copy(self.bindir)
-        atexit.register(self._remove_copy)
+        atexit.register(self._remove_copy_unless_watched)
         return self._copied_bindir
 
     def _remove_copy(self) -> None:
         if self._copy is not None:
             shutil.rmtree(self._copy, ignore_errors=True)
-            atexit.unregister(self._remove_copy)
+            atexit.unregister(self._remove_copy_unless_watched)
         self._copy = self._copied_bindir = None
+
+    def _remove_copy_unless_watched(self) -> None:
+        # At exit with the server still up, the watch stops it with the copy's pg_ctl, then
+        # removes the copy itself.
+        if self._watch is None:
+            self._remove_copy()
+
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        owner = as_owner()
+        read_end, self._watch_pipe = os.pipe()  # not inherited by what we run (PEP 446)
+        try:
+            self._watch = subprocess.Popen(
+                [
+                    *(sys.executable, "-I", str(WATCH_SCRIPT)),
+                    *(str(self._bindir() / "pg_ctl"), str(self.data_dir)),
+                    *(str(owner.get("user", -1)), str(owner.get("group", -1))),
+                    *([str(self._copy)] if self._copy else []),
+                ],
+                stdin=read_end,
+                cwd="/",
+                start_new_session=True,  # Ctrl-C in a terminal is for us, not for the watch
+            )
+        finally:
+            os.close(read_end)
+
+    def _stop_watch(self) -> None:
+        """Tell the watch the server is stopped, and let it end."""
+        if self._watch is None:
+            return
+        with suppress(BrokenPipeError):  # someone else ended it
+            os.write(self._watch_pipe, b"stopped\n")
+        os.close(self._watch_pipe)
+        self._watch.wait()
+        self._watch = None
 
 
 def reachable_data_dir(requested: Path) -> Path:
