@@ -18,9 +18,9 @@ pooler, only a role without write privileges can refuse it (README, "Reads in on
 It assumes standard_conforming_strings=on (PostgreSQL's default since 9.1, and Neon's).
 """
 
+import functools
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 # What a read starts with (after any opening parentheses), and what EXPLAIN may explain.
 READS = frozenset({"select", "values", "table", "show", "fetch", "with", "explain"})
@@ -64,20 +64,38 @@ SIDE_EFFECT_PREFIXES = ("dblink", "pg_stat_reset")  # dblink runs any SQL on ano
 Kind = Literal["word", "quoted", "unicode_quoted", "literal", "symbol"]
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     kind: Kind
     text: str  # a word lowercased (as the server folds it), a quoted identifier's name
+
+
+OPEN, CLOSE, SEMICOLON = Token("symbol", "("), Token("symbol", ")"), Token("symbol", ";")
+LITERAL = Token("literal", "")
 
 
 class UnreadableSQL(ValueError):
     """An unterminated literal, quoted identifier or comment: the server would refuse it too."""
 
 
-_SPACE = re.compile(r"\s+")
-_WORD = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
-_NUMBER = re.compile(r"[0-9]+")
-_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
+_LETTER = "A-Za-z_\u0080-\U0010ffff"
+# One alternative per kind of token, tried in order at each position (PostgreSQL's scan.l).
+_TOKEN = re.compile(
+    rf"""
+      (?P<space>[ \t\n\r\f\v]+)
+    | (?P<line_comment>--[^\n\r]*)
+    | (?P<block_comment>/\*)
+    | (?P<escape_string>[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*')
+    | (?P<string>'[^']*(?:''[^']*)*')
+    | (?P<unicode_quoted>[uU]&"[^"]*(?:""[^"]*)*")
+    | (?P<quoted>"[^"]*(?:""[^"]*)*")
+    | (?P<dollar_quote>\$(?:[{_LETTER}][{_LETTER}0-9]*)?\$)
+    | (?P<word>[{_LETTER}][{_LETTER}0-9$]*)
+    | (?P<number>[0-9]+)
+    | (?P<unterminated>['"])
+    | (?P<symbol>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 
 
 def tokens(sql: str) -> list[Token]:
@@ -85,54 +103,48 @@ def tokens(sql: str) -> list[Token]:
     found: list[Token] = []
     pos = 0
     while pos < len(sql):
-        char, two = sql[pos], sql[pos : pos + 2]
-        if space := _SPACE.match(sql, pos):
-            pos = space.end()
-        elif two == "--":
-            end = sql.find("\n", pos)
-            pos = len(sql) if end < 0 else end + 1
-        elif two == "/*":
-            pos = _block_comment_end(sql, pos)
-        elif char == "'":
-            pos = _quoted_end(sql, pos, "'")
-            found.append(Token("literal", ""))
-        elif char in "eE" and sql[pos + 1 : pos + 2] == "'":  # E'…': backslash escapes
-            pos = _escape_string_end(sql, pos + 1)
-            found.append(Token("literal", ""))
-        elif char == '"':
-            end = _quoted_end(sql, pos, '"')
-            found.append(Token("quoted", sql[pos + 1 : end - 1].replace('""', '"')))
-            pos = end
-        elif char in "uU" and sql[pos + 1 : pos + 3] == '&"':  # U&"…" may spell any name
-            pos = _quoted_end(sql, pos + 2, '"')
-            found.append(Token("unicode_quoted", ""))
-        elif dollar := _DOLLAR_QUOTE.match(sql, pos):
-            end = sql.find(dollar.group(), dollar.end())
+        match = _TOKEN.match(sql, pos)
+        assert match is not None  # the last alternative matches any character
+        kind, text, pos = match.lastgroup, match.group(), match.end()
+        if kind in ("space", "line_comment"):
+            continue
+        if kind == "block_comment":
+            pos = _block_comment_end(sql, match.start())
+        elif kind == "dollar_quote":
+            end = sql.find(text, pos)
             if end < 0:
                 raise UnreadableSQL("an unterminated dollar-quoted string")
-            pos = end + len(dollar.group())
-            found.append(Token("literal", ""))
-        elif word := _WORD.match(sql, pos):
-            found.append(Token("word", word.group().lower()))
-            pos = word.end()
-        elif number := _NUMBER.match(sql, pos):
-            found.append(Token("literal", ""))
-            pos = number.end()
+            pos = end + len(text)
+            found.append(LITERAL)
+        elif kind in ("string", "escape_string", "number"):
+            found.append(LITERAL)
+        elif kind == "quoted":
+            found.append(Token("quoted", text[1:-1].replace('""', '"')))
+        elif kind == "unicode_quoted":  # U&"…" may spell any name with escapes
+            found.append(Token("unicode_quoted", ""))
+        elif kind == "word":
+            found.append(Token("word", text.lower()))
+        elif kind == "unterminated":
+            raise UnreadableSQL(f"an unterminated {text}…{text}")
         else:
-            found.append(Token("symbol", char))
-            pos += 1
+            found.append(Token("symbol", text))
     return found
 
 
+@functools.lru_cache(maxsize=1024)
 def not_a_read(sql: str) -> str | None:
-    """None for a read; else what makes it something else, worded for an error message."""
+    """None for a read; else what makes it something else, worded for an error message.
+
+    Cached: an application sends the same few hundred statement texts (SQLAlchemy binds values
+    as parameters), and reading one costs tens of microseconds.
+    """
     try:
         statement = tokens(sql)
     except UnreadableSQL as error:
         return f"SQL it cannot read ({error})"
-    while statement and statement[-1] == Token("symbol", ";"):
+    while statement and statement[-1] == SEMICOLON:
         statement.pop()
-    if Token("symbol", ";") in statement:
+    if SEMICOLON in statement:
         return "more than one statement in one call"
     if reason := _leading_keyword(statement):
         return reason
@@ -146,7 +158,7 @@ def not_a_read(sql: str) -> str | None:
 
 def _leading_keyword(statement: list[Token], allowed: frozenset[str] = READS) -> str | None:
     index = 0
-    while index < len(statement) and statement[index] == Token("symbol", "("):
+    while index < len(statement) and statement[index] == OPEN:
         index += 1  # SQLAlchemy's union() of limited SELECTs starts with "("
     if index == len(statement):
         return None  # nothing to run
@@ -156,7 +168,7 @@ def _leading_keyword(statement: list[Token], allowed: frozenset[str] = READS) ->
     if first.text != "explain":
         return None
     index += 1
-    if index < len(statement) and statement[index] == Token("symbol", "("):
+    if index < len(statement) and statement[index] == OPEN:
         index = _after_parentheses(statement, index)
     while index < len(statement) and statement[index].text in EXPLAIN_OPTIONS:
         index += 1
@@ -166,15 +178,14 @@ def _leading_keyword(statement: list[Token], allowed: frozenset[str] = READS) ->
 
 
 def _refused_at(token: Token, before: Token | None, after: Token | None) -> str | None:
-    opens = Token("symbol", "(")
     if token.kind == "word":
-        if token.text in WRITES and before in (opens, Token("symbol", ")")):
+        if token.text in WRITES and before in (OPEN, CLOSE):
             return f"a data-modifying WITH ({token.text.upper()})"
         if token.text == "into":
             return "SELECT … INTO, which creates a table"
         if token.text == "for" and after and after.text in ("update", "share", "no", "key"):
             return "a row lock (FOR UPDATE/SHARE), which writes to the rows"
-    if after != opens:
+    if after != OPEN:
         return None
     if token.kind == "unicode_quoted":
         return 'a call of a function named with U&"…", whose name it cannot check'
@@ -188,39 +199,13 @@ def _refused_at(token: Token, before: Token | None, after: Token | None) -> str 
 def _after_parentheses(statement: list[Token], index: int) -> int:
     depth = 0
     for position in range(index, len(statement)):
-        if statement[position] == Token("symbol", "("):
+        if statement[position] == OPEN:
             depth += 1
-        elif statement[position] == Token("symbol", ")"):
+        elif statement[position] == CLOSE:
             depth -= 1
             if depth == 0:
                 return position + 1
     return len(statement)
-
-
-def _quoted_end(sql: str, start: int, quote: str) -> int:
-    """The position after the closing quote; a doubled quote is part of the text."""
-    pos = start + 1
-    while True:
-        end = sql.find(quote, pos)
-        if end < 0:
-            raise UnreadableSQL(f"an unterminated {quote}…{quote}")
-        if sql[end + 1 : end + 2] != quote:
-            return end + 1
-        pos = end + 2
-
-
-def _escape_string_end(sql: str, start: int) -> int:
-    pos = start + 1
-    while pos < len(sql):
-        if sql[pos] == "\\":
-            pos += 2
-        elif sql[pos] == "'":
-            if sql[pos + 1 : pos + 2] != "'":
-                return pos + 1
-            pos += 2
-        else:
-            pos += 1
-    raise UnreadableSQL("an unterminated E'…'")
 
 
 def _block_comment_end(sql: str, start: int) -> int:
