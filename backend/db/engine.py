@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
-from backend.db.readonly import READ_ONLY_OPTIONS, refuse_writes
+from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters, psycopg2_connect_args
 from backend.db.url import asyncpg_target, is_pooler, psycopg2_url
 from backend.settings import DatabaseSettings
@@ -35,6 +35,8 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
         **_engine_options(settings, read_only),
     )
     _add_connection_care(engine, settings, read_only)
+    if read_only and not is_pooler(settings):
+        keep_server_guard(engine)  # a request must not leave the setting off for the next
     return engine
 
 
@@ -61,6 +63,8 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
     )
     _add_connection_care(engine.sync_engine, settings, read_only)
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
+    if read_only and not is_pooler(settings):
+        keep_server_guard(engine.sync_engine)
     return engine
 
 

@@ -3,21 +3,31 @@
 A normal session pays BEGIN before its first statement and ROLLBACK when closed; a read that
 needs no transaction pays them for nothing (3 round trips for one SELECT). A read engine runs
 in autocommit, so each statement is its own transaction, and refuses writes at two levels:
-the server (default_transaction_read_only, sent in the startup packet, where no pooler would
-refuse it) and here (so that a write fails loudly through Neon's pooler too).
+
+- here, before a statement is sent (backend/db/readsql.py): the only guard behind Neon's
+  pooler, and what refuses the statements that would lift the server's guard (SET, BEGIN READ
+  WRITE, set_config(), several statements in one call);
+- on direct hosts, the server: default_transaction_read_only=on, sent in the startup packet
+  (no round trip). It is a session setting that a request could switch off (a user-defined
+  function calling set_config(), or SQL sent on the raw driver connection), and it would then
+  stay off on the pooled connection for every later request. So it is watched: the server
+  reports the setting's every change (a ParameterStatus message, PostgreSQL 14+), which the
+  drivers keep, so looking costs no round trip. A connection found with it off is closed.
 """
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, event
+import psycopg2.extensions
+from sqlalchemy import Engine, event, exc
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
-READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
-# Statements that read; a WITH may hide a write (a data-modifying CTE), so it is looked into.
-READS = re.compile(r"\s*(SELECT|SHOW|VALUES|TABLE|EXPLAIN|FETCH)\b", re.IGNORECASE)
-CTE_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+from backend.db.readsql import not_a_read
+
+READ_ONLY_SETTING = "default_transaction_read_only"
+READ_ONLY_OPTIONS = f"-c {READ_ONLY_SETTING}=on"
 
 
 class ReadOnlyError(RuntimeError):
@@ -40,12 +50,45 @@ def refuse_writes(engine: Engine) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def only_reads(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("WITH"):
-            if not CTE_WRITE.search(statement):
-                return
-        elif READS.match(statement):
-            return
-        raise ReadOnlyError(
-            f"a read-only engine does not run {statement.split(None, 1)[0]!r}: "
-            "write through SessionDep"
-        )
+        if reason := not_a_read(statement):
+            raise ReadOnlyError(
+                f"a read-only engine does not run {reason}: write through SessionDep"
+            )
+
+
+def keep_server_guard(engine: Engine) -> None:
+    """Close a direct read connection whose default_transaction_read_only was switched off.
+
+    Checked after each statement (so that the request that did it fails at once, and runs
+    nothing more on that connection) and at checkout (for SQL sent on the raw driver
+    connection, which no statement event sees). A server older than 14 reports nothing: there
+    the client check alone guards.
+    """
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def still_read_only(connection: Connection, *args: Any) -> None:
+        if not _read_only(connection.connection.driver_connection):
+            switched_off = ReadOnlyError(
+                f"a statement switched {READ_ONLY_SETTING} off on a read-only connection; "
+                "the connection is closed: write through SessionDep"
+            )
+            connection.invalidate(switched_off)
+            raise switched_off
+
+    @event.listens_for(engine, "checkout")
+    def read_only_at_checkout(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        if not _read_only(record.driver_connection):
+            # The pool's own answer to a connection it must not hand out: it closes it and
+            # connects afresh (SQLAlchemy, "Disconnect Handling - Pessimistic").
+            raise exc.DisconnectionError(f"{READ_ONLY_SETTING} was switched off")
+
+
+def _read_only(driver_connection: Any) -> bool:
+    """What the server last reported; True when it reports nothing (PostgreSQL < 14)."""
+    if isinstance(driver_connection, psycopg2.extensions.connection):
+        value = driver_connection.info.parameter_status(READ_ONLY_SETTING)
+    else:  # asyncpg keeps every ParameterStatus in its settings
+        value = getattr(driver_connection.get_settings(), READ_ONLY_SETTING, None)
+    return value in (None, "on")

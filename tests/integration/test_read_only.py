@@ -1,0 +1,220 @@
+"""Read-only sessions stay read-only, whatever a read route sends, on both paths.
+
+Direct host: the server refuses writes (default_transaction_read_only), and a request that
+switches that off — by a function the client check cannot see into, or on the driver's raw
+connection — must not leave it off for the next request on the same pooled connection.
+Pooler: the client-side check is the only guard, so it must refuse every write it can see,
+and run every read.
+"""
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+import sqlalchemy as sa
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Query
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import URL
+from sqlmodel import col, select
+
+from backend.container import AsyncReadSessionDep, Container, ReadSessionDep
+from backend.db.readonly import ReadOnlyError
+from tests.conftest import serving, use_database
+from tests.integration.test_sessions import Note
+
+FLAVOURS = ["sync", "async"]
+router = APIRouter()
+
+
+def rows(result: sa.CursorResult[Any]) -> list[list[str]]:
+    return [[str(value) for value in row] for row in result] if result.returns_rows else []
+
+
+@router.get("/sync/read")
+@inject
+def read_sync(sql: Annotated[list[str], Query()], session: ReadSessionDep) -> list[list[str]]:
+    """Runs each statement in turn, and answers the last one's rows."""
+    connection = session.connection()
+    return [rows(connection.execute(sa.text(statement))) for statement in sql][-1]
+
+
+@router.get("/async/read")
+@inject
+async def read_async(
+    sql: Annotated[list[str], Query()], session: AsyncReadSessionDep
+) -> list[list[str]]:
+    connection = await session.connection()
+    return [rows(await connection.execute(sa.text(statement))) for statement in sql][-1]
+
+
+@router.get("/sync/read/raw")
+@inject
+def raw_sync(sql: str, session: ReadSessionDep) -> None:
+    """SQL on the driver's own connection, which no SQLAlchemy statement event sees."""
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(sql)
+
+
+@router.get("/async/read/raw")
+@inject
+async def raw_async(sql: str, session: AsyncReadSessionDep) -> None:
+    raw = await (await session.connection()).get_raw_connection()
+    await raw.driver_connection.execute(sql)  # type: ignore[union-attr]
+
+
+@router.get("/sync/read/union")
+@inject
+def union_sync(session: ReadSessionDep) -> int:
+    # Compiles to "(SELECT … LIMIT …) UNION (SELECT … LIMIT …) LIMIT …": starts with "(".
+    first, second = select(Note.id).limit(1), select(Note.id).order_by(col(Note.id)).limit(1)
+    return len(session.connection().execute(sa.union(first, second).limit(2)).all())
+
+
+@pytest.fixture
+def admin(database_url: URL) -> Iterator[sa.Engine]:
+    """The test's database as its owner sees it, outside the app."""
+    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("INSERT INTO test_note (key, text) VALUES ('kept', 'as is')")
+        connection.exec_driver_sql("CREATE SEQUENCE note_ids")
+        # What a read route may call and the client check cannot see into.
+        connection.exec_driver_sql(
+            "CREATE FUNCTION harmless_looking() RETURNS text LANGUAGE sql AS "
+            "$$ SELECT set_config('default_transaction_read_only', 'off', false) $$"
+        )
+        connection.exec_driver_sql(
+            "CREATE FUNCTION write_a_note() RETURNS int LANGUAGE sql AS "
+            "$$ INSERT INTO test_note (key, text) VALUES ('written', 'by a read') RETURNING 1 $$"
+        )
+    yield engine
+    engine.dispose()
+
+
+def unchanged(admin: sa.Engine) -> bool:
+    with admin.connect() as connection:
+        notes = connection.execute(sa.text("SELECT key, text FROM test_note")).all()
+        sequence = connection.execute(sa.text("SELECT last_value, is_called FROM note_ids")).one()
+        copied = connection.scalar(sa.text("SELECT to_regclass('copy_of_note')"))
+    return [tuple(note) for note in notes] == [("kept", "as is")] and (
+        tuple(sequence) == (1, False) and copied is None
+    )
+
+
+def app_on(monkeypatch: pytest.MonkeyPatch, url: URL, **settings: str) -> TestClient:
+    # One connection in the read pool: the next request gets the connection the last one used.
+    use_database(monkeypatch, url, pool_size="1", max_overflow="0", **settings)
+    return TestClient(serving(Container(), sys.modules[__name__]))
+
+
+def app_behind_pooler(monkeypatch: pytest.MonkeyPatch, pooler_url: URL) -> TestClient:
+    # The suite's PgBouncer is on 127.0.0.1, not an ep-…-pooler host: say what it is.
+    return app_on(monkeypatch, pooler_url, pooler="pgbouncer")
+
+
+# How a read request may switch the server's guard off, and whether that request fails at once:
+# through SQLAlchemy the change is seen after the statement; on the driver's raw connection, no
+# event sees it, and the connection is replaced when it is next checked out.
+SWITCH_OFF = {
+    "a function calling set_config": ("read", "SELECT harmless_looking()", True),
+    "set_config on the raw connection": (
+        "read/raw",
+        "SELECT set_config('default_transaction_read_only', 'off', false)",
+        False,
+    ),
+    "SET on the raw connection": ("read/raw", "SET default_transaction_read_only = off", False),
+    "SET SESSION CHARACTERISTICS on the raw connection": (
+        "read/raw",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize(
+    ("route", "attack", "refused_at_once"), SWITCH_OFF.values(), ids=SWITCH_OFF.keys()
+)
+def test_a_direct_read_connection_stays_read_only_for_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: URL,
+    admin: sa.Engine,
+    flavour: str,
+    route: str,
+    attack: str,
+    refused_at_once: bool,
+) -> None:
+    refusal = pytest.raises(ReadOnlyError, match="switched default_transaction_read_only off")
+    with app_on(monkeypatch, database_url) as client:
+        with refusal if refused_at_once else contextlib.nullcontext():
+            client.get(f"/{flavour}/{route}", params={"sql": attack})
+        with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+            client.get(f"/{flavour}/read", params={"sql": "SELECT write_a_note()"})
+        assert client.get(f"/{flavour}/read", params={"sql": "SELECT 1"}).json() == [["1"]]
+    assert unchanged(admin)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_read_request_that_switches_the_guard_off_runs_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, admin: sa.Engine, flavour: str
+) -> None:
+    statements = ["SELECT harmless_looking()", "SELECT write_a_note()"]
+    with app_on(monkeypatch, database_url) as client:
+        with pytest.raises(ReadOnlyError, match="switched default_transaction_read_only off"):
+            client.get(f"/{flavour}/read", params={"sql": statements})
+        assert client.get(f"/{flavour}/read", params={"sql": "SELECT 1"}).json() == [["1"]]
+    assert unchanged(admin)
+
+
+POOLER_WRITES = [
+    "SELECT nextval('note_ids')",
+    "SELECT setval('note_ids', 42)",
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    "SELECT * INTO copy_of_note FROM test_note",
+    "EXPLAIN ANALYZE INSERT INTO test_note (key, text) VALUES ('explained', 'away')",
+    "EXPLAIN ANALYZE DELETE FROM test_note",
+    "SELECT 1; DELETE FROM test_note",
+    "WITH gone AS (DELETE FROM test_note RETURNING key) SELECT key FROM gone",
+    "SELECT key FROM test_note FOR UPDATE",
+]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("statement", POOLER_WRITES)
+def test_behind_the_pooler_the_client_check_refuses_writes(
+    monkeypatch: pytest.MonkeyPatch, pooler_url: URL, admin: sa.Engine, flavour: str, statement: str
+) -> None:
+    with app_behind_pooler(monkeypatch, pooler_url) as client, pytest.raises(ReadOnlyError):
+        client.get(f"/{flavour}/read", params={"sql": statement})
+    assert unchanged(admin)
+
+
+POOLER_READS = {
+    "/* the notes */ SELECT count(*) FROM test_note": [["1"]],
+    "-- the notes\nSELECT count(*) FROM test_note": [["1"]],
+    "WITH words AS (SELECT 'update' AS word) SELECT word FROM words": [["update"]],
+    "SELECT currval('note_ids') IS NULL FROM test_note WHERE false": [],
+}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize(("statement", "answer"), POOLER_READS.items())
+def test_behind_the_pooler_reads_run(
+    monkeypatch: pytest.MonkeyPatch,
+    pooler_url: URL,
+    admin: sa.Engine,
+    flavour: str,
+    statement: str,
+    answer: list[list[str]],
+) -> None:
+    with app_behind_pooler(monkeypatch, pooler_url) as client:
+        assert client.get(f"/{flavour}/read", params={"sql": statement}).json() == answer
+
+
+def test_behind_the_pooler_a_sqlalchemy_union_with_limits_runs(
+    monkeypatch: pytest.MonkeyPatch, pooler_url: URL, admin: sa.Engine
+) -> None:
+    with app_behind_pooler(monkeypatch, pooler_url) as client:
+        assert client.get("/sync/read/union").json() == 1
