@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
 from backend.db.readonly import READ_ONLY_OPTIONS, refuse_writes
-from backend.db.url import asyncpg_target, is_pooler, psycopg2_url
+from backend.db.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
 from backend.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,9 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
         # startup options, so behind a pooler refuse_writes() is the guard.
         options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
         url = url.update_query_dict({"options": options})
-    engine = create_engine(url, **_engine_options(settings, read_only))
+    # Secret parameters (sslpassword) go to libpq as arguments: a URL's query is shown by repr.
+    connect_args = psycopg2_connect_args(settings)
+    engine = create_engine(url, connect_args=connect_args, **_engine_options(settings, read_only))
     _add_connection_care(engine, settings, read_only)
     return engine
 
@@ -45,7 +47,11 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
             target.url,
         )
     if ignored := sorted(set(target.dropped) - {"channel_binding"}):
-        logger.warning("asyncpg has no equivalent of %s in DATABASE_URL; ignored", ignored)
+        logger.warning(
+            "the async engine (asyncpg) ignores %s from DATABASE_URL or the PG* variables: "
+            "asyncpg has no such parameter; the sync engine (libpq) uses them",
+            ignored,
+        )
     engine = create_async_engine(
         target.url, connect_args=target.connect_args, **_engine_options(settings, read_only)
     )
