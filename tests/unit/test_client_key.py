@@ -44,9 +44,11 @@ def with_files(files: ClientFiles, **query: str) -> str:
     return NEON + "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in parameters.items())
 
 
-def run_on_a_terminal(env: dict[str, str], timeout: float = 60) -> tuple[str, str]:
-    """Run TRY_BOTH_ENGINES with a pseudo-terminal as its controlling terminal, where OpenSSL
-    would ask for a passphrase (and wait for it). Returns its stdout and what it wrote there."""
+def run_on_a_terminal(
+    env: dict[str, str], script: str = TRY_BOTH_ENGINES, timeout: float = 60
+) -> tuple[str, str]:
+    """Run `script` with a pseudo-terminal as its controlling terminal, where OpenSSL would ask
+    for a passphrase (and wait for it). Returns its output and what it wrote to the terminal."""
     controller, terminal = os.openpty()
 
     def take_the_terminal() -> None:
@@ -54,7 +56,7 @@ def run_on_a_terminal(env: dict[str, str], timeout: float = 60) -> tuple[str, st
         fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
 
     child = subprocess.Popen(
-        [sys.executable, "-c", TRY_BOTH_ENGINES],
+        [sys.executable, "-c", script],
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
