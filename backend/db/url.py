@@ -11,7 +11,6 @@ from sqlalchemy.engine import URL
 
 from backend.db.target import Target, resolve
 from backend.db.tls import (
-    PLAINTEXT_SSLMODES,
     TLS_FILES,
     asyncpg_ssl,
     check_client_key,
@@ -19,8 +18,6 @@ from backend.db.tls import (
     tls_files,
 )
 from backend.settings import ConfigurationError, DatabaseSettings
-
-__all__ = ["PLAINTEXT_SSLMODES", "AsyncpgTarget", "asyncpg_target", "is_local", "psycopg2_url"]
 
 # Where the target lives in a URL's query; both drivers get it from backend.db.target instead.
 TARGET_PARAMETERS = frozenset({"host", "hostaddr", "port"})
