@@ -29,11 +29,10 @@ def effective_sslmode(settings: DatabaseSettings, target: Target) -> str:
     remote = target.first_remote()
     rootcert = settings.url.query.get("sslrootcert")
     if settings.sslmode is None:
-        if remote is None:
-            # Local development servers seldom have a certificate; Neon always needs TLS.
-            return "prefer"
-        # libpq: sslrootcert=system makes verify-full the default, and refuses weaker modes.
-        return "verify-full" if rootcert == "system" else "require"
+        if rootcert == "system":
+            return "verify-full"  # libpq's default with it, and the only mode it allows
+        # Local development servers seldom have a certificate; Neon always needs TLS.
+        return "prefer" if remote is None else "require"
     if (
         settings.sslmode in PLAINTEXT_SSLMODES
         and remote is not None
