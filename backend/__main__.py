@@ -3,6 +3,7 @@
 import argparse
 import os
 import signal
+import sys
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from time import perf_counter
@@ -22,7 +23,10 @@ from backend.embedded import (
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    port = os.environ.get("PORT", "8000")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        sys.exit(f"python -m backend: PORT must be a port number from 1 to 65535, got {port!r}")
+    parser.add_argument("--port", type=int, default=int(port))
     parser.add_argument(
         "--data-dir",
         type=Path,

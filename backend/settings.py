@@ -1,9 +1,10 @@
 """Every DATABASE_* knob as one typed, validated model, with errors that name the variable."""
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -11,8 +12,36 @@ SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-
 PoolerMode = Literal["auto", "pgbouncer", "none"]
 
 # libpq parameters a pasted URL may carry in its query. For these one rule holds: a DATABASE_*
-# variable that is set wins, then the URL's query, then config.yml's `url_query_defaults`.
+# variable that is set wins, then the URL's query, then libpq's PG* variable, then config.yml's
+# `url_query_defaults`.
 URL_QUERY_KNOBS = ("sslmode", "connect_timeout", "application_name")
+
+# libpq fills each parameter a URL leaves out from its environment variable (psycopg2 does
+# whatever libpq does), and asyncpg reads some of the same variables but not all, nor in the
+# same way (it knows no PGHOSTADDR). So they are read here, once, into the URL, and both drivers
+# are given the result explicitly: both reach the same server, and the TLS rule sees every
+# address either would connect to.
+LIBPQ_VARIABLES = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "dbname": "PGDATABASE",
+    "options": "PGOPTIONS",
+    "sslmode": "PGSSLMODE",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "channel_binding": "PGCHANNELBINDING",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+
+# Query parameters that hold a secret: never left in a URL that gets rendered. libpq 18 adds
+# oauth_client_secret; the libpq of psycopg2-binary does not know it yet.
+SECRET_PARAMETERS = ("password", "sslpassword", "oauth_client_secret")
 
 
 class ConfigurationError(ValueError):
@@ -27,17 +56,20 @@ class DatabaseSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    # Without the URL_QUERY_KNOBS: those are resolved into the fields below.
+    # Without the URL_QUERY_KNOBS: those are resolved into the fields below. Without its secret
+    # query parameters either (see `secrets`), and with libpq's PG* defaults filled in.
     url: URL
     echo: bool = Field(description="true or false")
     pool_size: int = Field(ge=1, description="an integer >= 1")
     max_overflow: int = Field(ge=0, description="an integer >= 0")
-    pool_timeout: float = Field(gt=0, description="a number of seconds > 0")
+    pool_timeout: float = Field(gt=0, allow_inf_nan=False, description="a number of seconds > 0")
     # -1 is SQLAlchemy's "never recycle".
     pool_recycle: int = Field(ge=-1, description="an integer number of seconds >= -1")
     pool_pre_ping: bool = Field(description="true or false")
     # With pre-ping on, only connections idle longer than this are pinged (0: every checkout).
-    ping_idle_after: float = Field(ge=0, description="a number of seconds >= 0")
+    ping_idle_after: float = Field(
+        ge=0, allow_inf_nan=False, description="a number of seconds >= 0"
+    )
     # libpq reads whole seconds, and 0 would mean "wait forever" for a suspended Neon compute.
     connect_timeout: int = Field(ge=1, description="an integer number of seconds >= 1")
     # Failed connects worth retrying (refused, compute restarting) are tried this many more times.
@@ -46,8 +78,12 @@ class DatabaseSettings(BaseModel):
     sslmode: SslMode | None = Field(
         description="one of disable, allow, prefer, require, verify-ca, verify-full"
     )
-    # PostgreSQL truncates names to 63 bytes; refusing is clearer than a silent cut.
-    application_name: str = Field(max_length=63, description="a text of at most 63 characters")
+    # PostgreSQL escapes any character that is not printable ASCII and cuts the name at 63
+    # bytes; refusing is clearer than a silently different name in pg_stat_activity.
+    application_name: str = Field(
+        description="printable ASCII text of at most 63 characters (PostgreSQL escapes "
+        "anything else and cuts the name at 63 bytes)"
+    )
     allow_insecure: bool = Field(description="true or false")
     pooler: PoolerMode = Field(description="one of auto, pgbouncer, none")
     # How long one call waits for the server's answer, client-side; 0: for ever.
@@ -56,30 +92,66 @@ class DatabaseSettings(BaseModel):
     )
     # A link silent this long is dead (keepalives, TCP_USER_TIMEOUT); 0: the OS's defaults.
     tcp_user_timeout: int = Field(ge=0, description="an integer number of seconds >= 0")
+    # DATABASE_URL's secret query parameters (sslpassword, …), kept out of the URL so that no
+    # repr, log line or error shows them; the drivers get them as connect arguments.
+    secrets: Mapping[str, SecretStr] = Field(default_factory=dict)
+    # Where each libpq parameter of `url` came from, when not from DATABASE_URL: {"host": "PGHOST"}.
+    origins: Mapping[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("application_name")
+    @classmethod
+    def _printable_ascii(cls, name: str) -> str:
+        if len(name) > 63 or not all(" " <= character <= "~" for character in name):
+            raise ValueError("not printable ASCII of at most 63 characters")
+        return name
+
+    def origin(self, parameter: str) -> str:
+        """Where a URL parameter came from, for messages: `host in DATABASE_URL` or `PGHOST`."""
+        return self.origins.get(parameter, f"{parameter} in DATABASE_URL")
+
+    def secret(self, parameter: str) -> str | None:
+        value = self.secrets.get(parameter)
+        return None if value is None else value.get_secret_value()
 
 
 def variable(field: str) -> str:
     return f"DATABASE_{field.upper()}"
 
 
-def load_settings(config: Mapping[str, Any] | None) -> DatabaseSettings:
-    """Validate the `database` section of the configuration (config.yml after interpolation)."""
+def load_settings(
+    config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> DatabaseSettings:
+    """Validate the `database` section of config.yml, the DATABASE_* variables over it.
+
+    The variables are read here, from `environ` (os.environ by default), as the exact strings
+    that were set: dependency-injector's ${VAR} pastes a value into the YAML text before it is
+    parsed, and YAML then reads 010 as 8, '' as ', off as false and .inf as infinity.
+    """
     if not config:
         raise ConfigurationError("config.yml has no `database` section")
+    environ = os.environ if environ is None else environ
     values = dict(config)
     query_defaults = values.pop("url_query_defaults", None) or {}
-    url = _parse_url(values.pop("url", None))
+    names = (set(values) | set(DatabaseSettings.model_fields)) - {"secrets", "origins"}
+    for name in names:
+        # An empty variable counts as unset, as in docker-compose's `X: ${X}`.
+        if raw := environ.get(variable(name)):
+            values[name] = raw
+    url, secrets = _take_secrets(_parse_url(values.pop("url", None)))
+    url, origins = _libpq_defaults(url, environ)
     origin = {}
     for knob in URL_QUERY_KNOBS:
         if values.get(knob) is not None:
             origin[knob] = variable(knob)
         elif knob in url.query:
             values[knob] = url.query[knob]
-            origin[knob] = f"{knob} in DATABASE_URL"
+            origin[knob] = origins.get(knob, f"{knob} in DATABASE_URL")
         else:
             values[knob] = query_defaults.get(knob)
             origin[knob] = f"url_query_defaults.{knob} in config.yml"
     values["url"] = url.difference_update_query(URL_QUERY_KNOBS)
+    values["secrets"] = secrets
+    values["origins"] = origins
     try:
         return DatabaseSettings.model_validate(values)
     except ValidationError as exc:
@@ -94,7 +166,14 @@ def _parse_url(raw: object) -> URL:
             "(postgresql://user:password@ep-….neon.tech/dbname?sslmode=require), "
             "or run `python -m backend` to start with an embedded PostgreSQL"
         )
-    if str(raw).count("@") > 1:
+    text = str(raw)
+    if text != text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        # A secret file's trailing newline would otherwise end up in the database name.
+        raise ConfigurationError(
+            "DATABASE_URL holds a line break, a control character, or spaces at either end: "
+            "remove them (percent-encode one that belongs to the password, e.g. %0A)"
+        )
+    if text.count("@") > 1:
         # SQLAlchemy ends the password at its first '@' and reads the rest as the host, where
         # it would be shown in every repr and connection error.
         raise ConfigurationError(
@@ -102,12 +181,79 @@ def _parse_url(raw: object) -> URL:
             "password as %40"
         )
     try:
-        return make_url(str(raw))
+        url = make_url(text)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # SQLAlchemy's message quotes the whole string, password included.
         raise ConfigurationError(
             "DATABASE_URL is not a valid URL: expected postgresql://user:password@host/dbname"
         ) from None
+    for name, value in url.query.items():
+        # SQLAlchemy's own `host=h1:p1&host=h2:p2` is the one parameter that may repeat; libpq
+        # would take the last of any other, psycopg2 would be handed a tuple.
+        if isinstance(value, tuple) and name != "host":
+            raise ConfigurationError(f"{name} appears more than once in DATABASE_URL")
+    if "plugin" in url.query:
+        # SQLAlchemy loads the named entry point into the process before anything else.
+        raise ConfigurationError(
+            "plugin in DATABASE_URL names a SQLAlchemy plugin, which this layer does not load: "
+            "remove it"
+        )
+    if "service" in url.query:
+        raise ConfigurationError(_NO_SERVICE.format("service in DATABASE_URL"))
+    return url
+
+
+_NO_SERVICE = (
+    "{} names a pg_service.conf entry, which psycopg2 (libpq) reads and asyncpg does not, so "
+    "the two engines would reach different servers: put its parameters in DATABASE_URL"
+)
+
+
+def _take_secrets(url: URL) -> tuple[URL, dict[str, SecretStr]]:
+    """`?password=` becomes the URL's password, which SQLAlchemy masks wherever it shows a URL;
+    the other secret parameters leave the URL. `user` and `dbname` take their URL places too,
+    so that there is one place to read each from."""
+    query = url.query
+    # Repeated parameters were refused by _parse_url: each value here is one string.
+    if "password" in query:
+        url = url.set(password=str(query["password"]))
+    if "user" in query:
+        url = url.set(username=str(query["user"]))
+    if "dbname" in query:
+        url = url.set(database=str(query["dbname"]))
+    secrets = {name: SecretStr(str(query[name])) for name in SECRET_PARAMETERS[1:] if name in query}
+    return url.difference_update_query({*SECRET_PARAMETERS, "user", "dbname"}), secrets
+
+
+def _libpq_defaults(url: URL, environ: Mapping[str, str]) -> tuple[URL, dict[str, str]]:
+    """Fill what the URL leaves out from libpq's PG* variables, as libpq would."""
+    if environ.get("PGSERVICE"):
+        raise ConfigurationError(_NO_SERVICE.format("PGSERVICE"))
+    given = {
+        "host": url.host or "host" in url.query,
+        "hostaddr": "hostaddr" in url.query,
+        # SQLAlchemy's host=h:p form carries its own ports.
+        "port": url.port is not None or "port" in url.query or _tuple(url.query.get("host")),
+        "user": bool(url.username),
+        "dbname": bool(url.database),
+    }
+    origins: dict[str, str] = {}
+    for parameter, name in LIBPQ_VARIABLES.items():
+        value = environ.get(name)
+        if not value or given.get(parameter, parameter in url.query):
+            continue
+        origins[parameter] = name
+        if parameter == "user":
+            url = url.set(username=value)
+        elif parameter == "dbname":
+            url = url.set(database=value)
+        else:
+            url = url.update_query_dict({parameter: value})
+    return url, origins
+
+
+def _tuple(value: object) -> bool:
+    return isinstance(value, tuple)
 
 
 def _explain(error: Mapping[str, Any], origin: Mapping[str, str]) -> str:

@@ -19,9 +19,10 @@ from tests.standin.postgres import SuiteDatabase, session_database
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts from config.yml's defaults, whatever the shell exported."""
+    """Each test starts from config.yml's defaults, whatever the shell exported (libpq's PG*
+    variables included: the layer reads them as libpq does)."""
     for name in list(os.environ):
-        if name.startswith("DATABASE_"):
+        if name.startswith(("DATABASE_", "PG")):
             monkeypatch.delenv(name)
     session_module.forget_default_container()
 

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
 from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
-from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters, psycopg2_connect_args
-from backend.db.url import asyncpg_target, is_pooler, psycopg2_url
+from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters
+from backend.db.timeouts import psycopg2_connect_args as bounded_waits
+from backend.db.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
 from backend.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -29,11 +30,9 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
         options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
         url = url.update_query_dict({"options": options})
     url = libpq_tcp_parameters(url, settings.tcp_user_timeout)
-    engine = create_engine(
-        url,
-        connect_args=psycopg2_connect_args(settings.statement_timeout),
-        **_engine_options(settings, read_only),
-    )
+    # Secret parameters (sslpassword) go to libpq as arguments: a URL's query is shown by repr.
+    connect_args = psycopg2_connect_args(settings) | bounded_waits(settings.statement_timeout)
+    engine = create_engine(url, connect_args=connect_args, **_engine_options(settings, read_only))
     _add_connection_care(engine, settings, read_only)
     if read_only and not is_pooler(settings):
         keep_server_guard(engine)  # a request must not leave the setting off for the next
@@ -53,7 +52,11 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
             target.url,
         )
     if ignored := sorted(set(target.dropped) - {"channel_binding"}):
-        logger.warning("asyncpg has no equivalent of %s in DATABASE_URL; ignored", ignored)
+        logger.warning(
+            "the async engine (asyncpg) ignores %s from DATABASE_URL or the PG* variables: "
+            "asyncpg has no such parameter; the sync engine (libpq) uses them",
+            ignored,
+        )
     # A command_timeout in DATABASE_URL wins, as the URL's parameters do.
     command_timeout = target.connect_args.setdefault(
         "command_timeout", settings.statement_timeout or None

@@ -1,51 +1,48 @@
-"""Pure rules on a database URL: driver scheme, TLS policy, Neon's pooler. No I/O."""
+"""Pure rules on a database URL: driver scheme, Neon's pooler, libpq → psycopg2 and asyncpg.
 
-import ipaddress
-import ssl
+Where a URL connects is resolved in backend.db.target, its TLS in backend.db.tls.
+"""
+
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy.engine import URL
 
+from backend.db.target import Target, resolve
+from backend.db.tls import (
+    TLS_FILES,
+    asyncpg_ssl,
+    check_client_key,
+    effective_sslmode,
+    tls_files,
+)
 from backend.settings import ConfigurationError, DatabaseSettings
 
-PLAINTEXT_SSLMODES = frozenset({"disable", "allow", "prefer"})
+# Where the target lives in a URL's query; both drivers get it from backend.db.target instead.
+TARGET_PARAMETERS = frozenset({"host", "hostaddr", "port"})
 
 
 def is_local(url: URL) -> bool:
-    """Loopback or a unix socket: the only places plaintext cannot cross a network."""
-    host = url.host or url.query.get("host")
-    if not host or str(host).startswith("/"):
-        return True
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """Every address the URL may connect to is loopback or a unix socket."""
+    return resolve(url).first_remote() is None
+
+
+def target_of(settings: DatabaseSettings) -> Target:
+    return resolve(settings.url, settings.origin)
 
 
 def is_pooler(settings: DatabaseSettings) -> bool:
-    """Neon's pooled endpoint is PgBouncer in transaction mode, named by `-pooler` on the ID."""
+    """Neon's pooled endpoint is PgBouncer in transaction mode, named by `-pooler` on the ID.
+
+    Any host the client may reach counts (a host list is tried in turn), in any letter case,
+    as DNS names are."""
     if settings.pooler != "auto":
         return settings.pooler == "pgbouncer"
-    return (settings.url.host or "").split(".")[0].endswith("-pooler")
-
-
-def effective_sslmode(settings: DatabaseSettings) -> str:
-    """The sslmode to connect with, refusing plaintext to a remote host unless allowed."""
-    url = settings.url
-    if settings.sslmode is None:
-        # Local development servers seldom have a certificate; Neon always needs TLS.
-        return "prefer" if is_local(url) else "require"
-    if settings.sslmode in PLAINTEXT_SSLMODES and not is_local(url) and not settings.allow_insecure:
-        raise ConfigurationError(
-            f"sslmode={settings.sslmode} would allow plaintext to {url.host}, and Neon refuses "
-            "connections without TLS: use DATABASE_SSLMODE=require (or verify-full), or set "
-            "DATABASE_ALLOW_INSECURE=true if this host really is on a trusted network"
-        )
-    return settings.sslmode
+    return any(
+        endpoint.host.split(".")[0].lower().endswith("-pooler")
+        for endpoint in target_of(settings).endpoints
+    )
 
 
 def check_scheme(url: URL) -> None:
@@ -57,13 +54,19 @@ def check_scheme(url: URL) -> None:
 
 
 def psycopg2_url(settings: DatabaseSettings, libpq_version: int) -> URL:
-    """The URL for the sync engine: psycopg2 over libpq, every libpq parameter in the query."""
+    """The URL for the sync engine: psycopg2 over libpq, every libpq parameter in the query.
+
+    Its secrets other than the password are not in it: see psycopg2_connect_args."""
     url = settings.url
     check_scheme(url)
+    target = target_of(settings)
     _refuse_startup_settings_on_pooler(settings)
+    sslmode = effective_sslmode(settings, target)
+    check_client_key(settings, tls_files(settings, sslmode))
     if url.query.get("sslrootcert") == "system" and libpq_version < 160000:
         raise ConfigurationError(
-            f"sslrootcert=system needs libpq 16 or newer, and psycopg2 here uses libpq "
+            f"sslrootcert=system ({settings.origin('sslrootcert')}) needs libpq 16 or newer, "
+            f"and psycopg2 here uses libpq "
             f"{libpq_version // 10000}: give the CA bundle's path instead, e.g. "
             "sslrootcert=/etc/ssl/certs/ca-certificates.crt"
         )
@@ -71,23 +74,50 @@ def psycopg2_url(settings: DatabaseSettings, libpq_version: int) -> URL:
     # which is not installed; the sync path is psycopg2 on purpose (it never prepares
     # server-side, so it is safe behind the pooler). asyncpg's own parameters, meant for the
     # async twin, would be "invalid connection option"s to libpq.
-    libpq_query = url.difference_update_query(set(ASYNCPG_PARAMETERS) - {"target_session_attrs"})
-    return libpq_query.set(drivername="postgresql+psycopg2").update_query_dict(
+    libpq_query = url.difference_update_query(set(ASYNCPG_PARAMETERS) - SHARED_PARAMETERS)
+    return _with_target(libpq_query, target).update_query_dict(
         {
-            "sslmode": effective_sslmode(settings),
+            "sslmode": sslmode,
             "connect_timeout": str(settings.connect_timeout),
             "application_name": settings.application_name,
         }
     )
 
 
+def psycopg2_connect_args(settings: DatabaseSettings) -> dict[str, str]:
+    """DATABASE_URL's secret parameters (sslpassword, …): to libpq, but never in a shown URL."""
+    return {name: secret.get_secret_value() for name, secret in settings.secrets.items()}
+
+
+def _with_target(url: URL, target: Target) -> URL:
+    """Every host, address, port, user and database explicit, so libpq reads no PG* for them."""
+    url = url.difference_update_query(TARGET_PARAMETERS).set(
+        drivername="postgresql+psycopg2", username=target.user, database=target.database
+    )
+    if (one := target.single_host) is not None:
+        return url.set(host=one.host, port=one.port)
+    endpoints = target.endpoints
+    query = {
+        "host": ",".join(e.host for e in endpoints),
+        "port": ",".join(str(e.port) for e in endpoints),
+    }
+    if any(e.address for e in endpoints):
+        query["hostaddr"] = ",".join(e.address or "" for e in endpoints)
+    return url.set(host=None, port=None).update_query_dict(query)
+
+
 # URL parameters asyncpg.connect() takes as they are, with the type it needs them in.
 ASYNCPG_PARAMETERS: dict[str, type] = {
     "target_session_attrs": str,
+    "passfile": str,
+    "krbsrvname": str,
+    "gsslib": str,
     "command_timeout": float,
     "statement_cache_size": int,
     "prepared_statement_cache_size": int,  # SQLAlchemy's own cache, read by its dialect
 }
+# ...of which libpq knows these too, under the same names.
+SHARED_PARAMETERS = frozenset({"target_session_attrs", "passfile", "krbsrvname", "gsslib"})
 
 
 @dataclass(frozen=True)
@@ -107,17 +137,21 @@ def asyncpg_target(settings: DatabaseSettings) -> AsyncpgTarget:
     """
     url = settings.url
     check_scheme(url)
+    target = target_of(settings)
     pooler = is_pooler(settings)
     _refuse_startup_settings_on_pooler(settings)
+    sslmode = effective_sslmode(settings, target)
+    files = tls_files(settings, sslmode)
+    check_client_key(settings, files)
     query = dict(url.query)
     args: dict[str, Any] = {
-        "ssl": _asyncpg_ssl(effective_sslmode(settings), query),
+        "ssl": asyncpg_ssl(settings, target, sslmode, files),
         "timeout": float(settings.connect_timeout),
     }
     server_settings: dict[str, str] = {}
-    dropped = []
-    for name in ("sslrootcert", "sslcert", "sslkey"):
-        query.pop(name, None)  # in the SSL context now
+    dropped = [name for name in settings.secrets if name != "sslpassword"]
+    for name in (*TARGET_PARAMETERS, *TLS_FILES):
+        query.pop(name, None)  # in the host lists and the SSL context now
     if options := query.pop("options", None):
         server_settings["options"] = str(options)  # libpq sends it as this startup parameter
     for name, value in query.items():
@@ -134,32 +168,21 @@ def asyncpg_target(settings: DatabaseSettings) -> AsyncpgTarget:
         server_settings["application_name"] = settings.application_name
     if server_settings:
         args["server_settings"] = server_settings
-    return AsyncpgTarget(url.set(drivername="postgresql+asyncpg", query={}), args, dropped)
-
-
-def _asyncpg_ssl(sslmode: str, query: dict[str, Any]) -> ssl.SSLContext | str | bool:
-    rootcert, cert, key = (query.get(name) for name in ("sslrootcert", "sslcert", "sslkey"))
-    if sslmode == "disable":
-        return False
-    # libpq: given a root certificate, `require` verifies the chain as verify-ca does.
-    verify = sslmode in ("verify-ca", "verify-full") or (sslmode == "require" and rootcert)
-    if not verify and not cert:
-        return sslmode  # allow, prefer, require: asyncpg takes libpq's words for these
-    # "system" is libpq's word for the platform's CA store, which create_default_context loads.
-    cafile = None if rootcert in (None, "system") else str(rootcert)
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-        if cert:
-            context.load_cert_chain(str(cert), str(key) if key else None)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"DATABASE_URL's TLS files cannot be read ({exc.strerror}: {exc.filename})"
-        ) from None
-    if sslmode != "verify-full":
-        context.check_hostname = False
-    if not verify:
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    async_url = url.set(
+        drivername="postgresql+asyncpg",
+        query={},
+        username=target.user,
+        database=target.database,
+    )
+    if (one := target.single_host) is not None:
+        async_url = async_url.set(host=one.host, port=one.port)
+    else:
+        # asyncpg takes host and port lists and tries them in turn, as libpq does; it has no
+        # hostaddr, so it connects to the address (NamedHostContext keeps the name for TLS).
+        async_url = async_url.set(host=None, port=None)
+        args["host"] = [endpoint.connects_to for endpoint in target.endpoints]
+        args["port"] = [endpoint.port for endpoint in target.endpoints]
+    return AsyncpgTarget(async_url, args, dropped)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -174,9 +197,9 @@ def _coerce(name: str, value: Any) -> Any:
 def _refuse_startup_settings_on_pooler(settings: DatabaseSettings) -> None:
     if is_pooler(settings) and _has_startup_settings(settings.url.query.get("options")):
         raise ConfigurationError(
-            "DATABASE_URL sends `options=-c …` to a -pooler host, which PgBouncer refuses "
-            "(unsupported startup parameter: options): use the direct host, or SET LOCAL in a "
-            "transaction"
+            f"{settings.origin('options')} sends `-c …` settings to a -pooler host, which "
+            "PgBouncer refuses (unsupported startup parameter: options): use the direct host, "
+            "or SET LOCAL in a transaction"
         )
 
 

@@ -84,7 +84,10 @@ def test_sslrootcert_system_means_the_platform_store(monkeypatch: pytest.MonkeyP
 def test_an_unreadable_root_certificate_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(ConfigurationError, match="TLS files cannot be read"):
+    # Found by the adversarial pass (issue 9): the message said "No such file or directory:
+    # None", naming neither the file nor the parameter.
+    message = "^sslrootcert in DATABASE_URL names /nonexistent/ca.pem, which cannot be read"
+    with pytest.raises(ConfigurationError, match=message):
         target_for(monkeypatch, NEON + "?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
 
 

@@ -79,15 +79,15 @@ def test_variable_beats_url_query_beats_config_yml(
     ("variable", "value", "message"),
     [
         ("DATABASE_POOL_SIZE", "ten", "DATABASE_POOL_SIZE must be an integer >= 1, got 'ten'"),
-        ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE must be an integer >= 1, got 0"),
-        ("DATABASE_MAX_OVERFLOW", "-1", "DATABASE_MAX_OVERFLOW must be an integer >= 0, got -1"),
+        ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE must be an integer >= 1, got '0'"),
+        ("DATABASE_MAX_OVERFLOW", "-1", "DATABASE_MAX_OVERFLOW must be an integer >= 0, got '-1'"),
         ("DATABASE_POOL_TIMEOUT", "soon", "DATABASE_POOL_TIMEOUT must be a number of seconds > 0"),
         ("DATABASE_POOL_RECYCLE", "-5", "DATABASE_POOL_RECYCLE must be an integer number of"),
         ("DATABASE_POOL_PRE_PING", "maybe", "DATABASE_POOL_PRE_PING must be true or false"),
         ("DATABASE_ECHO", "loud", "DATABASE_ECHO must be true or false, got 'loud'"),
         ("DATABASE_CONNECT_TIMEOUT", "0", "DATABASE_CONNECT_TIMEOUT must be an integer number"),
         ("DATABASE_SSLMODE", "bogus", "DATABASE_SSLMODE must be one of disable, allow, prefer"),
-        ("DATABASE_APPLICATION_NAME", "x" * 64, "DATABASE_APPLICATION_NAME must be a text of"),
+        ("DATABASE_APPLICATION_NAME", "x" * 64, "DATABASE_APPLICATION_NAME must be printable"),
         ("DATABASE_ALLOW_INSECURE", "perhaps", "DATABASE_ALLOW_INSECURE must be true or false"),
         ("DATABASE_POOLER", "sometimes", "DATABASE_POOLER must be one of auto, pgbouncer, none"),
     ],
@@ -113,8 +113,6 @@ def test_a_bad_value_in_the_url_is_named_as_such(monkeypatch: pytest.MonkeyPatch
         ("", "DATABASE_URL is not set"),
         (f"not a url {SECRET}", "DATABASE_URL is not a valid URL"),
         (f"mysql://alex:{SECRET}@db.example.com/app", "must be a PostgreSQL URL"),
-        # A quote ends the quoted YAML value early; PyYAML would quote the line, secret and all.
-        (f"postgresql://alex:{SECRET}'x@ep-a.neon.tech/db", "not valid YAML"),
         (f"postgresql://alex:{SECRET}@ep-a.neon.tech/db?sslmode=disable", "sslmode=disable"),
         # Found by the property tests: SQLAlchemy would read "{SECRET}" as part of the host.
         (f"postgresql://alex:p@{SECRET}@ep-a.neon.tech/db", "more than one '@'"),
@@ -136,3 +134,69 @@ def test_an_unset_url_leaves_importing_and_building_alone(monkeypatch: pytest.Mo
     container = Container()  # reads config, validates nothing yet, connects to nothing
     with pytest.raises(ConfigurationError, match="DATABASE_URL is not set"):
         container.engine()
+
+
+# Issue 9, item 11: dependency-injector pasted ${VAR} into config.yml's text before YAML parsed
+# it, so a value was changed before anything could validate it.
+def test_values_reach_validation_as_the_strings_that_were_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quoted = (
+        "postgresql://alex:it''s%20AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/db"
+    )
+    settings = make_container(monkeypatch, quoted, DATABASE_POOL_SIZE="010").settings()
+    assert settings.pool_size == 10  # YAML read 010 as octal: 8
+    assert settings.url.password == f"it''s {SECRET}"  # YAML read '' as '
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        # YAML read off as false: "got False", for a value nobody typed.
+        ("DATABASE_SSLMODE", "off", "DATABASE_SSLMODE must be one of disable, allow, prefer, "
+         "require, verify-ca, verify-full, got 'off'"),
+        ("DATABASE_POOL_TIMEOUT", ".inf", "DATABASE_POOL_TIMEOUT must be a number of seconds"),
+        ("DATABASE_POOL_TIMEOUT", "inf", "DATABASE_POOL_TIMEOUT must be a number of seconds"),
+        ("DATABASE_PING_IDLE_AFTER", "nan", "DATABASE_PING_IDLE_AFTER must be a number of"),
+        # 21 characters, 63 bytes: PostgreSQL would escape them and cut the name.
+        ("DATABASE_APPLICATION_NAME", "€" * 21, "DATABASE_APPLICATION_NAME must be printable"),
+        ("DATABASE_APPLICATION_NAME", "naïve", "DATABASE_APPLICATION_NAME must be printable"),
+    ],
+)  # fmt: skip
+def test_values_yaml_used_to_change_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="^" + message) as error:
+        make_container(monkeypatch, **{variable: value}).settings()
+    assert repr(value) in str(error.value)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", " ", "\t"])
+def test_a_url_with_a_trailing_newline_is_refused(
+    monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    # As a secret file's content often ends: YAML folded it into the database name.
+    with pytest.raises(ConfigurationError, match="DATABASE_URL holds a line break") as error:
+        make_container(monkeypatch, NEON + ending).settings()
+    assert SECRET not in str(error.value)
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_container(
+        monkeypatch, DATABASE_POOL_SIZE="", DATABASE_SSLMODE="", DATABASE_APPLICATION_NAME=""
+    ).settings()
+    assert (settings.pool_size, settings.sslmode, settings.application_name) == (5, None, "backend")
+
+
+def test_libpq_variables_come_after_the_url_and_before_config_yml(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    monkeypatch.setenv("PGAPPNAME", "from-libpq")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "20")
+    settings = make_container(monkeypatch, NEON + "?connect_timeout=15").settings()
+    assert (settings.sslmode, settings.application_name) == ("verify-full", "from-libpq")
+    assert settings.connect_timeout == 15
+    monkeypatch.setenv("PGSSLMODE", "bogus")
+    with pytest.raises(ConfigurationError, match=r"^PGSSLMODE must be one of"):
+        make_container(monkeypatch).settings()

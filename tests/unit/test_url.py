@@ -177,3 +177,14 @@ def test_the_password_stays_out_of_reprs_and_logs(
 def test_redact_removes_raw_and_encoded_passwords() -> None:
     url = make_url("postgresql://u:p%40ss%2Fw@h/db")
     assert redact("failed for p@ss/w and p%40ss%2Fw", url) == "failed for *** and ***"
+
+
+@pytest.mark.parametrize("host", ["ep-cool-darkness-123456.us-east-2.aws.neon.tech", "127.0.0.1"])
+def test_sslrootcert_system_means_verify_full_as_in_libpq(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    # libpq refuses any weaker sslmode with it ("weak sslmode ... may not be used").
+    url = f"postgresql://u:p@{host}/db?sslrootcert=system"
+    assert engine_for(monkeypatch, url).url.query["sslmode"] == "verify-full"
+    with pytest.raises(ConfigurationError, match="allows with sslmode=verify-full only"):
+        engine_for(monkeypatch, url, DATABASE_SSLMODE="require")
