@@ -1,6 +1,7 @@
 """The dependency-injection container: config → settings → engines → session makers → sessions."""
 
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -26,7 +27,8 @@ from backend.db.scope import (
 )
 from backend.settings import ConfigurationError, load_settings
 
-CONFIG_FILE = Path(__file__).resolve().parent.parent / "config.yml"
+# The defaults ship inside the package; the repository's config.yml links here.
+DEFAULTS_FILE = Path(__file__).resolve().parent / "config.yml"
 
 
 E = TypeVar("E", Engine, AsyncEngine)
@@ -50,8 +52,9 @@ def _engine(
 
 
 class Container(containers.DeclarativeContainer):
-    # Read when a Container() is made, with the environment of that moment.
-    config = providers.Configuration(yaml_files=[CONFIG_FILE])
+    # config.yml is read when a Container() is made (below); the variables its placeholders
+    # name, when the settings are first built (the first engine).
+    config = providers.Configuration()
     settings = providers.ThreadSafeSingleton(load_settings, config.database)
     built_engines = providers.Singleton(BuiltEngines)
     # Singletons, built on first use; thread-safe, since sync routes run in a threadpool.
@@ -80,17 +83,23 @@ class Container(containers.DeclarativeContainer):
     read_session = providers.Factory(request_session, read_session_maker)
     async_read_session = providers.Factory(request_async_session, async_read_session_maker)
 
-    def __new__(cls, **overriding_providers: Any) -> "Container":
-        # ${VAR} is pasted into the YAML text before parsing, so a value that breaks YAML makes
-        # PyYAML quote the offending line, DATABASE_URL's password included.
-        try:
-            return super().__new__(cls, **overriding_providers)
-        except yaml.YAMLError:
-            raise ConfigurationError(
-                f"{CONFIG_FILE.name} is not valid YAML once the DATABASE_* variables are "
-                "substituted: a value holds a character YAML cannot take there (in "
-                "DATABASE_URL, percent-encode the password, e.g. ' as %27)"
-            ) from None
+    def __new__(
+        cls, config_file: str | Path | None = None, **overriding_providers: Any
+    ) -> "Container":
+        """`config_file` (or the BACKEND_CONFIG variable): your YAML, read over the defaults."""
+        container = super().__new__(cls, **overriding_providers)
+        # Interpolation off (envs_required=None, dependency-injector 4.46+, #861; its stubs say
+        # bool): backend/settings.py resolves ${VAR:default} from the exact strings.
+        container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
+        if own := config_file or os.environ.get("BACKEND_CONFIG"):
+            try:
+                container.config.from_yaml(own, required=True, envs_required=None)  # type: ignore[arg-type]
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigurationError(
+                    f"BACKEND_CONFIG / config_file {own} cannot be read as YAML: "
+                    f"{type(exc).__name__}"
+                ) from None
+        return container
 
 
 def use_database(container: Container, url: str | URL) -> None:

@@ -1,6 +1,7 @@
 """Every DATABASE_* knob as one typed, validated model, with errors that name the variable."""
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -121,22 +122,19 @@ def variable(field: str) -> str:
 def load_settings(
     config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
 ) -> DatabaseSettings:
-    """Validate the `database` section of config.yml, the DATABASE_* variables over it.
+    """Validate the `database` section of config.yml, its ${VARIABLE:default}s resolved.
 
     The variables are read here, from `environ` (os.environ by default), as the exact strings
-    that were set: dependency-injector's ${VAR} pastes a value into the YAML text before it is
-    parsed, and YAML then reads 010 as 8, '' as ', off as false and .inf as infinity.
+    that were set: dependency-injector's own interpolation pastes a value into the YAML text
+    before it is parsed, and YAML then reads 010 as 8, '' as ', off as false and .inf as
+    infinity. So the YAML is loaded with interpolation off, and each placeholder is resolved
+    here, by its name.
     """
     if not config:
         raise ConfigurationError("config.yml has no `database` section")
     environ = os.environ if environ is None else environ
-    values = dict(config)
+    values = {name: _resolve(value, environ) for name, value in config.items()}
     query_defaults = values.pop("url_query_defaults", None) or {}
-    names = (set(values) | set(DatabaseSettings.model_fields)) - {"secrets", "origins"}
-    for name in names:
-        # An empty variable counts as unset, as in docker-compose's `X: ${X}`.
-        if raw := environ.get(variable(name)):
-            values[name] = raw
     url, secrets = _take_secrets(_parse_url(values.pop("url", None)))
     url, origins = _libpq_defaults(url, environ)
     origin = {}
@@ -157,6 +155,19 @@ def load_settings(
     except ValidationError as exc:
         problems = [_explain(error, origin) for error in exc.errors()]
         raise ConfigurationError("; ".join(problems)) from None
+
+
+PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<default>.*))?\}", re.S)
+
+
+def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
+    """`${NAME:default}`: the variable's exact string when set and not empty (an empty one
+    counts as unset, as in docker-compose's `X: ${X}`), else the default; '' is no value."""
+    match = PLACEHOLDER.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    resolved = environ.get(match["name"]) or match["default"] or ""
+    return resolved if resolved != "" else None
 
 
 def _parse_url(raw: object) -> URL:

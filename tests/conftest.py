@@ -22,7 +22,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts from config.yml's defaults, whatever the shell exported (libpq's PG*
     variables included: the layer reads them as libpq does)."""
     for name in list(os.environ):
-        if name.startswith(("DATABASE_", "PG")):
+        if name.startswith(("DATABASE_", "PG")) or name == "BACKEND_CONFIG":
             monkeypatch.delenv(name)
     session_module.forget_default_container()
 

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from backend.api.health import database_health
-from backend.container import CONFIG_FILE, Container
+from backend.container import DEFAULTS_FILE, Container
 from backend.db.url import AsyncpgTarget, asyncpg_target, psycopg2_connect_args, psycopg2_url
 from backend.settings import ConfigurationError, DatabaseSettings, load_settings
 from tests.unit.drivers import libpq_addresses
@@ -231,10 +231,10 @@ def environment(url: str, env: dict[str, str]) -> Iterator[None]:
 
 def parsed_config() -> providers.Configuration:
     """config.yml as Container() reads it: the same Configuration.from_yaml on the same file,
-    with PyYAML's C parser. The file holds no ${VAR}, so it is the same for every example and
-    is parsed once; the variables are read by load_settings, as in Container()."""
+    with PyYAML's C parser. Its ${VAR}s are left for load_settings, so it is the same for every
+    example and is parsed once; the variables are read by load_settings, as in Container()."""
     config = providers.Configuration()
-    config.from_yaml(CONFIG_FILE, loader=yaml.CSafeLoader)
+    config.from_yaml(DEFAULTS_FILE, loader=yaml.CSafeLoader, envs_required=None)  # type: ignore[arg-type]
     return config
 
 

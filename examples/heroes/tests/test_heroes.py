@@ -5,10 +5,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from heroes.main import app
 
 from backend.container import use_database
 from backend.db.session import default_container
-from heroes.main import app
 
 
 @pytest.fixture
