@@ -2,12 +2,14 @@
 disposed at stop."""
 
 import importlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine, QueuePool
 
 from backend import api
 from backend.api import health
@@ -15,7 +17,11 @@ from backend.api.errors import handle_database_errors
 from backend.container import Container
 from backend.db.scope import RequestScopeMiddleware
 from backend.db.session import default_container, use_container
+from backend.db.url import is_pooler
+from backend.settings import ConfigurationError
 from backend.wiring import check_wiring
+
+logger = logging.getLogger("backend")
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
@@ -49,7 +55,7 @@ def create_app(
         app.state.container = active
         # Validates the settings (a bad one stops startup here) and builds the pool; SQLAlchemy
         # connects on first use, so the app starts even while the database is unreachable.
-        active.engine()
+        say_which_database(active, active.engine())
         try:
             if lifespan is None:
                 yield None
@@ -72,6 +78,34 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def say_which_database(container: Container, engine: Engine) -> None:
+    """One line at startup, in every run mode: which database, direct or pooler, TLS, pools."""
+    _give_the_log_an_output()
+    pool = engine.pool
+    try:
+        settings = container.settings()
+        where = "pooler (PgBouncer, transaction mode)" if is_pooler(settings) else "direct"
+        sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
+    except ConfigurationError:  # an engine handed in by a test, without settings
+        where = "an engine given to the container"
+        sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__
+    logger.info(
+        "database %s, %s, sslmode=%s, %s",
+        engine.url.render_as_string(hide_password=True), where,
+        engine.url.query.get("sslmode", "default"), sizes,
+    )  # fmt: skip
+
+
+def _give_the_log_an_output() -> None:
+    # Logging is the application's to configure; where it is not configured at all (plain
+    # uvicorn configures only its own loggers), the layer's lines would vanish below WARNING.
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 app = create_app()

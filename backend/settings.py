@@ -93,6 +93,10 @@ class DatabaseSettings(BaseModel):
     )
     # A link silent this long is dead (keepalives, TCP_USER_TIMEOUT); 0: the OS's defaults.
     tcp_user_timeout: int = Field(ge=0, description="an integer number of seconds >= 0")
+    # A request that waited longer than this for a pooled connection is logged as a warning.
+    pool_wait_warning: float = Field(
+        gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
     # DATABASE_URL's secret query parameters (sslpassword, …), kept out of the URL so that no
     # repr, log line or error shows them; the drivers get them as connect arguments.
     secrets: Mapping[str, SecretStr] = Field(default_factory=dict)

@@ -1,38 +1,61 @@
-"""A database that cannot serve now answers 503 with a JSON reason, never a traceback or a hang."""
+"""Database errors the layer answers: 503 for an outage (with Retry-After) or a
+misconfiguration (without), 504 for a statement that ran out of time; one log line each.
 
-from collections.abc import Iterator
+Everything else is the route's own error, FastAPI's 500, as without the layer.
+"""
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.engine import URL
 
-from backend.db.errors import describe, is_unavailable, unavailable_errors
+from backend.db.errors import Verdict, classify, database_errors, describe
 
-
-async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    if not is_unavailable(exc):
-        raise exc  # a bug or a constraint, not an outage: FastAPI's own 500
-    return JSONResponse(
-        {"status": "unavailable", "error": describe(exc, *engine_urls(request))},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+logger = logging.getLogger("backend")
 
 
-def engine_urls(request: Request) -> Iterator[URL]:
-    """The URLs whose passwords an error message must not show: every engine this app built,
-    and the engines a test put in their place (building none to find out)."""
-    container = getattr(request.app.state, "container", None)
-    if container is None:
-        return
-    for engine in container.built_engines():
-        yield engine.url
-    for name in ("engine", "async_engine", "read_engine", "async_read_engine"):
-        provider = getattr(container, name)
-        if provider.overridden:
-            yield provider().url
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    verdict = classify(exc)
+    if verdict is None:
+        raise exc  # a bug or a constraint, not the database's state: FastAPI's own 500
+    return answer(request.app, exc, verdict)
+
+
+def answer(app: FastAPI, exc: BaseException, verdict: Verdict) -> JSONResponse:
+    """The JSON body, status and headers for a classified error, and its one log line."""
+    message = describe(exc)
+    host = _host(app)
+    if verdict.kind == "misconfigured":
+        # Once per cause, not once per request: the fix does not change between requests.
+        said: set[tuple[str | None, str, str]] = app.state.__dict__.setdefault(
+            "backend_misconfigurations", set()
+        )
+        cause = (verdict.sqlstate, message, host)
+        if cause not in said:
+            said.add(cause)
+            logger.error(
+                "database misconfigured: %s; SQLSTATE %s, host %s. Fix: %s",
+                message, verdict.sqlstate or "-", host, verdict.fix,
+            )  # fmt: skip
+    else:
+        logger.warning(
+            "database %s: %s; SQLSTATE %s, host %s",
+            verdict.kind, message, verdict.sqlstate or "-", host,
+        )  # fmt: skip
+    body = {"status": verdict.kind, "error": message}
+    if verdict.fix:
+        body["fix"] = verdict.fix
+    headers = {"Retry-After": "1"} if verdict.retry_after else None
+    return JSONResponse(body, status_code=verdict.status, headers=headers)
+
+
+def _host(app: FastAPI) -> str:
+    # The write engine's host: which one failed is not in SQLAlchemy's exception.
+    container = getattr(app.state, "container", None)
+    engines = container.built_engines() if container is not None else []
+    return str(engines[0].url.host) if engines else "-"
 
 
 def handle_database_errors(app: FastAPI) -> None:
-    for error in unavailable_errors():
-        app.add_exception_handler(error, database_unavailable)
+    for error in database_errors():
+        app.add_exception_handler(error, database_error)

@@ -1,21 +1,31 @@
 """GET /health/db: can the app reach its database, over TLS, and how is the pool doing."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from backend.api.errors import answer
 from backend.container import Container, ProvideOnLoop
-from backend.db.errors import describe
+from backend.db.errors import Verdict, classify
 from backend.db.health import probe
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/db", responses={503: {"description": "The database cannot be reached"}})
-def database_health(engine: Engine = Depends(ProvideOnLoop[Container.engine])) -> JSONResponse:
+@router.get(
+    "/health/db",
+    responses={
+        503: {"description": "The database cannot be reached, or is misconfigured"},
+        504: {"description": "The database did not answer in time"},
+    },
+)
+def database_health(
+    request: Request, engine: Engine = Depends(ProvideOnLoop[Container.engine])
+) -> JSONResponse:
     try:
         return JSONResponse(dict(probe(engine)))
     except SQLAlchemyError as exc:
-        body = {"status": "unavailable", "error": describe(exc, engine.url)}
-        return JSONResponse(body, status_code=503)
+        # Whatever stops the probe is the database's state, never the route's bug.
+        verdict = classify(exc) or Verdict("unavailable", 503, True, None)
+        return answer(request.app, exc, verdict)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
+from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool
 from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters
 from backend.db.timeouts import psycopg2_connect_args as bounded_waits
@@ -62,7 +63,9 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
         "command_timeout", settings.statement_timeout or None
     )
     engine = create_async_engine(
-        target.url, connect_args=target.connect_args, **_engine_options(settings, read_only)
+        target.url,
+        connect_args=target.connect_args,
+        **_engine_options(settings, read_only, is_async=True),
     )
     _add_connection_care(engine.sync_engine, settings, read_only)
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
@@ -71,8 +74,12 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
     return engine
 
 
-def _engine_options(settings: DatabaseSettings, read_only: bool = False) -> dict[str, Any]:
+def _engine_options(
+    settings: DatabaseSettings, read_only: bool = False, *, is_async: bool = False
+) -> dict[str, Any]:
     return {
+        # QueuePool, with its waits for a free connection counted (/health/db, a warning).
+        "poolclass": TimedAsyncQueuePool if is_async else TimedQueuePool,
         # Autocommit: each statement its own transaction, no BEGIN before, no ROLLBACK after.
         **({"isolation_level": "AUTOCOMMIT"} if read_only else {}),
         "echo": settings.echo,
@@ -91,6 +98,8 @@ def _add_connection_care(
     engine: Engine, settings: DatabaseSettings, read_only: bool = False
 ) -> None:
     retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
+    if isinstance(engine.pool, TimedQueuePool):
+        engine.pool.waits.warn_after = settings.pool_wait_warning
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:

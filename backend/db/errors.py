@@ -1,13 +1,12 @@
-"""Which database errors mean "unavailable", and how to say so without a secret."""
+"""What kind of failure a database error is (outage, misconfiguration, timeout), and how to
+say so without a secret."""
 
 import ssl
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
-from backend.db.url import redact
 
 # What a database says while it cannot take a connection for now: refused (restarting), Neon's
 # proxy waking or restarting a compute, a server starting or stopping, a connection cut.
@@ -38,17 +37,79 @@ def is_transient_connect_error(exc: BaseException) -> bool:
 # SQLSTATEs of an outage rather than of a request: connection exceptions (class 08), too many
 # connections (class 53), and the server shutting down, crashed, or not yet taking connections.
 UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
+QUERY_CANCELED = "57014"  # statement_timeout, or a cancel
+
+# A permanent error dressed as a temporary one sends clients retrying for ever: these are
+# settings to fix. psycopg2 gives no SQLSTATE for a failed connect, so libpq's words count
+# too (the server's, in English as Neon sends them).
+MISCONFIGURATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "28",  # invalid authorization: wrong password, no pg_hba.conf line, no such role
+        ("password authentication failed", "no pg_hba.conf entry", 'role "', "28p01"),
+        "the user name or password in DATABASE_URL is wrong (Neon: Roles in the console)",
+    ),
+    (
+        "3D000",  # invalid catalog name
+        ("does not exist",),
+        "the database named in DATABASE_URL does not exist on that server",
+    ),
+    (
+        "",  # not the server's answer: the name did not resolve
+        ("could not translate host name", "name or service not known", "nodename nor servname"),
+        "the host in DATABASE_URL is not known (DNS): check its spelling and region",
+    ),
+)
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """The database cannot serve this request now; a retry later may succeed (HTTP 503)."""
-    if isinstance(exc, PoolTimeoutError | OperationalError | InterfaceError):
-        return True
+@dataclass(frozen=True)
+class Verdict:
+    """What kind of failure a database error is, and what the layer answers for it."""
+
+    kind: Literal["unavailable", "misconfigured", "timeout"]
+    status: int
+    retry_after: bool  # a retry later may succeed
+    sqlstate: str | None
+    fix: str | None = None
+
+
+def classify(exc: BaseException) -> Verdict | None:
+    """The one place that sorts database errors; None: the route's own error (FastAPI's 500).
+
+    - timeout (504, no Retry-After): the statement ran out of time (57014, or no answer within
+      DATABASE_STATEMENT_TIMEOUT); re-running it every second would not help;
+    - misconfigured (503, no Retry-After): authentication, an unknown database or host;
+    - unavailable (503 with Retry-After): connection failures and resets, too many
+      connections, a server starting or stopping, a full pool, a compute waking.
+    """
+    if isinstance(exc, PoolTimeoutError):
+        return Verdict("unavailable", 503, True, None)
     if not isinstance(exc, DBAPIError):
-        return False
-    # asyncpg's errors reach SQLAlchemy as one generic class; their SQLSTATE tells them apart.
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return exc.connection_invalidated or str(sqlstate).startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+        return None
+    sqlstate = _sqlstate(exc)
+    if sqlstate == QUERY_CANCELED or isinstance(exc.orig, TimeoutError) or _no_answer(exc):
+        return Verdict("timeout", 504, False, sqlstate)
+    message = str(exc.orig).lower()
+    for prefix, words, fix in MISCONFIGURATIONS:
+        by_state = bool(prefix) and bool(sqlstate) and str(sqlstate).startswith(prefix)
+        if by_state or (not sqlstate and any(word in message for word in words)):
+            return Verdict("misconfigured", 503, False, sqlstate, fix)
+    if (
+        isinstance(exc, OperationalError | InterfaceError)
+        or exc.connection_invalidated
+        or str(sqlstate).startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+    ):
+        return Verdict("unavailable", 503, True, sqlstate)
+    return None
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    # asyncpg's errors carry .sqlstate, psycopg2's .pgcode (None for a failed connect).
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(state) if state else None
+
+
+def _no_answer(exc: DBAPIError) -> bool:
+    return "(the statement timeout)" in str(exc.orig)
 
 
 def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
@@ -76,20 +137,21 @@ def no_answer(seconds: float) -> str:
     return f"no answer from the server within {seconds:g} s (the statement timeout)"
 
 
-def describe(exc: BaseException, *urls: URL) -> str:
-    """The driver's own first line, without SQLAlchemy's link and without any URL's password."""
+def describe(exc: BaseException) -> str:
+    """The driver's own first line, without SQLAlchemy's link.
+
+    Nothing is searched and replaced: the password is hidden where it is structure, as a URL
+    component (SQLAlchemy's URL rendering), and the drivers do not echo it. Replacing its text
+    would mangle messages (a password `p` made "O***erationalError") and show where it is.
+    """
     if isinstance(exc, PoolTimeoutError):
         # SQLAlchemy's words name the pool's size, overflow and timeout.
-        message = f"connection pool exhausted: {str(exc).split(' (Background')[0]}"
-    else:
-        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        lines = str(cause).strip().splitlines() or [""]
-        message = f"{type(cause).__name__}: {lines[0].split(' (Background')[0]}"
-    for url in urls:
-        message = redact(message, url)
-    return message
+        return f"connection pool exhausted: {str(exc).split(' (Background')[0]}"
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0].split(' (Background')[0]}"
 
 
-def unavailable_errors() -> tuple[type[SQLAlchemyError], ...]:
-    """The exception types an app registers a handler for; is_unavailable() sorts them out."""
+def database_errors() -> tuple[type[SQLAlchemyError], ...]:
+    """The exception types an app registers a handler for; classify() sorts them out."""
     return (PoolTimeoutError, DBAPIError)

@@ -5,6 +5,8 @@ from typing import TypedDict
 
 from sqlalchemy import Engine, QueuePool, text
 
+from backend.db.pool import TimedQueuePool
+
 PROBE = text("SELECT current_setting('server_version')")
 
 
@@ -12,6 +14,9 @@ class PoolStatus(TypedDict):
     size: int | None
     checked_out: int | None
     overflow: int | None
+    # Requests that waited for a free connection, and the slowest wait of the last minute.
+    waits: int | None
+    slowest_wait_ms: float | None
 
 
 class DatabaseHealth(TypedDict):
@@ -44,8 +49,14 @@ def probe(engine: Engine) -> DatabaseHealth:
 def pool_status(engine: Engine) -> PoolStatus:
     pool = engine.pool
     if isinstance(pool, QueuePool):
-        # SQLAlchemy counts overflow up from -pool_size; here only connections beyond the pool.
-        overflow = max(0, pool.overflow())
-        return {"size": pool.size(), "checked_out": pool.checkedout(), "overflow": overflow}
+        waits = pool.waits if isinstance(pool, TimedQueuePool) else None
+        return {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            # SQLAlchemy counts overflow up from -pool_size; here only connections beyond it.
+            "overflow": max(0, pool.overflow()),
+            "waits": waits.count if waits else None,
+            "slowest_wait_ms": round(waits.slowest_recent() * 1000, 3) if waits else None,
+        }
     # NullPool, StaticPool (test engines, serverless setups) keep no such figures.
-    return {"size": None, "checked_out": None, "overflow": None}
+    return dict.fromkeys(PoolStatus.__annotations__)  # type: ignore[return-value]

@@ -5,7 +5,6 @@ Where a URL connects is resolved in backend.db.target, its TLS in backend.db.tls
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus
 
 from sqlalchemy.engine import URL
 
@@ -207,13 +206,3 @@ def _has_startup_settings(options: str | tuple[str, ...] | None) -> bool:
     # `options=endpoint=<id>` is Neon's SNI workaround and passes the pooler; `-c x=y` does not.
     text = " ".join(options) if isinstance(options, tuple) else options or ""
     return "-c" in text.split() or "--" in text
-
-
-def redact(text: str, url: URL) -> str:
-    """Remove the URL's password from a driver's message, raw or percent-encoded."""
-    password = url.password
-    if not password:
-        return text
-    for form in {str(password), quote_plus(str(password))}:
-        text = text.replace(form, "***")
-    return text

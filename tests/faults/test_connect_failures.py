@@ -40,7 +40,7 @@ def test_retries_against_a_refused_port_stop_at_the_connect_timeout(
     ("wrong", "words"),
     [("database", 'database "no_such_database" does not exist'), ("password", "password")],
 )
-def test_a_connect_the_server_refuses_answers_503_on_both_paths(
+def test_a_connect_the_server_refuses_is_a_misconfiguration_on_both_paths(
     monkeypatch: pytest.MonkeyPatch,
     postgres: SuiteDatabase,
     database_name: str,
@@ -52,6 +52,9 @@ def test_a_connect_the_server_refuses_answers_503_on_both_paths(
     url = url.set(database="no_such_database") if wrong == "database" else url.set(password="x")
     with running_service(monkeypatch, url) as (client, _):
         response = client.post(f"/{flavour}/pairs/refused")
+    # 503, but no Retry-After: retrying will not fix a wrong password or database name.
     assert response.status_code == 503
-    assert response.json()["status"] == "unavailable"
+    assert "retry-after" not in response.headers
+    assert response.json()["status"] == "misconfigured"
     assert words in response.json()["error"]
+    assert "DATABASE_URL" in response.json()["fix"]

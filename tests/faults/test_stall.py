@@ -1,8 +1,8 @@
 """Row 6: the link stalls: a proxy or a pooler holds everything and says nothing.
 
 No error comes, only silence, and TCP keepalives are answered: each request must still end,
-with a 503 JSON reason, within a bound the settings give, and the app must serve again once the
-link flows. The timeouts are scaled down from 30 s (statement) and 10 s (connect) to 2 s.
+with a 504 (or 503) JSON reason, within a bound the settings give, and the app must serve again
+once the link flows. The timeouts are scaled down from 30 s (statement) and 10 s (connect) to 2 s.
 """
 
 import os
@@ -75,8 +75,10 @@ def test_a_stalled_link_fails_each_request_in_bounded_time_and_the_app_recovers(
 
         assert finished, f"a request still waited after {BOUND} s on a stalled link"
         for (method, path), (response, waited) in zip(CALLS, outcomes, strict=True):
-            assert response.status_code == 503, (method, path, response.text)
-            assert response.json()["status"] == "unavailable"
+            # A warm connection that gets no answer is a timeout (504); once the pool has
+            # dropped it, a new connect that gets none is an outage (503).
+            answer = (response.status_code, response.json()["status"])
+            assert answer in {(504, "timeout"), (503, "unavailable")}, (method, path, answer)
             assert waited <= BOUND, (method, path, waited)
 
         # The link flows again: the app serves without a restart.
@@ -90,7 +92,10 @@ def test_a_runaway_statement_ends_at_the_statement_timeout(
         started = time.monotonic()
         response = client.post(f"/{flavour}/slow/60")
         waited = time.monotonic() - started
-        assert response.status_code == 503
+        # Not an outage: 504, and no Retry-After inviting the client to run it again at once.
+        assert response.status_code == 504
+        assert "retry-after" not in response.headers
+        assert response.json()["status"] == "timeout"
         assert "no answer from the server within 2 s" in response.json()["error"]
         assert waited <= BOUND
         # That connection was discarded; the next request has a working one.

@@ -25,7 +25,13 @@ def test_health_reports_the_database(client: TestClient, postgres: SuiteDatabase
     assert body["latency_ms"] > 0
     assert body["ssl"] is postgres.tls
     assert body["server_version"][:2].isdigit()
-    assert body["pool"] == {"size": 20, "checked_out": 0, "overflow": 0}
+    assert body["pool"] == {
+        "size": 20,
+        "checked_out": 0,
+        "overflow": 0,
+        "waits": 0,
+        "slowest_wait_ms": 0.0,
+    }
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import yaml
 from dependency_injector import providers
+from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from psycopg2.extensions import libpq_version
@@ -305,7 +306,8 @@ def test_health_never_shows_the_password(
             engine = Container().engine()
         except ConfigurationError:
             return
-        response = database_health(engine=engine)
+        request = Request({"type": "http", "app": FastAPI()})
+        response = database_health(request, engine=engine)
         engine.dispose()
     assert response.status_code == 503
     assert_hidden(secrets, bytes(response.body).decode())
