@@ -124,16 +124,19 @@ def processes_of(folder: Path) -> dict[int, str]:
 
 def test_the_main_job_serves_on_an_embedded_database() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="backend-main-job-"))
-    output, health = run_main_job(data_dir)
-    assert health["status"] == "ok"
-    assert health["ssl"] is False  # the embedded build has no OpenSSL
     server = PostgresServer(embedded_bindir(), data_dir)
-    assert "Embedded PostgreSQL" in output
-    assert "postgres:***@127.0.0.1" in output
-    assert server.password not in output
-    assert "Traceback" not in output
-    assert not server.is_running()
-    assert processes_of(data_dir) == {}  # Ctrl-C (SIGINT) left no server, no watch
+    try:
+        output, health = run_main_job(data_dir)
+        assert health["status"] == "ok"
+        assert health["ssl"] is False  # the embedded build has no OpenSSL
+        assert "Embedded PostgreSQL" in output
+        assert "postgres:***@127.0.0.1" in output
+        assert server.password not in output
+        assert "Traceback" not in output
+        assert not server.is_running()
+        assert processes_of(data_dir) == {}  # Ctrl-C (SIGINT) left no server, no watch
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
