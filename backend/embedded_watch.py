@@ -18,6 +18,11 @@ for every way a process can end. The write end is not inherited by the programs 
 runs (PEP 446); a child it forks without exec holds it too, and the server then lives until
 that child ends as well, which is what such a child would want.
 
+It also inherits, and holds until it ends, the descriptor that locks the server's folder
+(embedded_lock.py): a new start then waits for it to finish stopping a killed run's server
+instead of taking that server for stale while it is still being stopped, and never has its
+own server stopped by a watch that was late.
+
 The standard library only, run with -I: nothing from the environment or the current folder.
 """
 

@@ -207,3 +207,44 @@ def test_server_binaries_planted_in_the_temp_folder_are_never_run() -> None:
     assert error is None
     assert version[:2].isdigit()
     assert wheel_copies() <= copies_before  # the launcher's own copy is gone with its server
+
+
+@pytest.mark.parametrize("name", ["port", "instance.pid"])
+def test_a_link_planted_in_place_of_the_folders_own_files_is_not_followed(
+    used_server: PostgresServer, roots_folder: Path, name: str
+) -> None:
+    """The files that say which port and which process a folder's server has: root has them
+    written by the server's user, through no link."""
+    target = roots_folder / "secret"
+    before = Snapshot.of(target)
+    as_nobody("ln", "-sfn", str(target), str(used_server.root / name))
+
+    error = start(used_server)
+
+    assert Snapshot.of(target) == before
+    assert error is None
+    assert used_server.is_running()
+
+
+def test_the_url_command_reads_no_file_of_roots_through_a_planted_link(
+    used_server: PostgresServer, roots_folder: Path
+) -> None:
+    secret = roots_folder / "secret"
+    password = used_server.root / "password"
+    as_nobody("rm", str(password))
+    as_nobody("ln", "-s", str(secret), str(password))
+
+    url = subprocess.run(
+        [
+            *(sys.executable, "-m", "backend", "url", "--show-password"),
+            *("--data-dir", str(used_server.root)),
+        ],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "root's own" not in url.stdout + url.stderr
+    assert url.returncode == 1
+    assert "no embedded PostgreSQL has started in" in url.stderr

