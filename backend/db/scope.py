@@ -180,13 +180,6 @@ def request_async_session(maker: Callable[[], S]) -> S:
     return _current_scope().session(maker)
 
 
-async def admit_sync_session() -> None:
-    """Called on the event loop by what hands out sync sessions (markers, get_session)."""
-    scope = _current.get()
-    if scope is not None:
-        await scope.admit()
-
-
 def current_scope() -> RequestScope | None:
     return _current.get()
 
