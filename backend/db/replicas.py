@@ -43,7 +43,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.errors import NoReadReplica, describe
-from backend.db.health import PoolStatus, pool_status
+from backend.db.health import PoolStatus, connection_uses_tls, pool_status
 from backend.db.readonly import ReadOnlySession
 from backend.db.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
 from backend.settings import DatabaseSettings, ReadFallback, replica_errors
@@ -429,6 +429,7 @@ class ReplicaHealth(TypedDict):
     lag_s: float | None  # seconds behind the primary (0: replayed all it received)
     behind_bytes: int | None  # WAL received and not yet replayed
     latency_ms: float | None
+    ssl: bool | None  # this client's own connection to it (as for the primary)
     error: str | None  # why it is unavailable: the driver's first line
     pool: PoolStatus
 
@@ -454,9 +455,11 @@ class ReadReplicas:
         engine = self.engines[index]
         started = perf_counter()
         latency_ms: float | None = None
+        ssl: bool | None = None
         try:
             with engine.connect() as connection:
                 lag = measure_lag(connection)
+                ssl = connection_uses_tls(connection)
             latency_ms = round((perf_counter() - started) * 1000, 3)
             self.state.measured(index, lag)
         except SQLAlchemyError as error:
@@ -470,6 +473,7 @@ class ReadReplicas:
             "lag_s": round(known.seconds, 3) if known and known.seconds is not None else None,
             "behind_bytes": known.behind_bytes if known else None,
             "latency_ms": latency_ms,
+            "ssl": ssl,
             "error": state.error,
             "pool": pool_status(engine),
         }

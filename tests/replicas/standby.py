@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
 from backend.embedded_files import claim_folder, read_as_owner, run_as_owner, write_as_owner
-from tests.standin.postgres import Certificates, choose_bindir
+from tests.standin.postgres import FRONT_SOURCE, Certificates, choose_bindir
 
 # As the suite's server (tests/standin/postgres.py): a crashed server keeps what it wrote.
 COMMON = {"fsync": "off", "max_connections": "200"}
@@ -117,6 +117,7 @@ def start_standby(primary: PostgresServer, name: str) -> PostgresServer:
         primary.bindir,
         root,
         tls=primary.tls,
+        plaintext_from=(FRONT_SOURCE,),  # the TLS front (Neon's proxy stand-in) may sit before it
         settings={
             **COMMON,
             "hot_standby": "on",

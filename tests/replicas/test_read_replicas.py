@@ -30,6 +30,7 @@ from backend.container import (
 from backend.embedded import PostgresServer
 from tests.conftest import serving, use_database
 from tests.replicas.standby import Cluster, replication_cluster
+from tests.standin.front import TlsFront
 from tests.standin.pgbouncer import PgBouncer, pgbouncer_binary
 
 DATABASE = "replicas"
@@ -207,6 +208,32 @@ def test_without_a_replica_that_write_reaches_the_primary(
         answer = client.post(f"/{flavour}/read/write/{key}").json()
     assert answer == {"sqlstate": None, "in_recovery": False, "port": cluster.primary.port}
     assert on_primary(cluster, key)
+
+
+def test_a_waking_replica_is_waited_for_not_skipped(
+    monkeypatch: pytest.MonkeyPatch, cluster: Cluster, flavour: str
+) -> None:
+    """A Neon replica asleep, or restarting, is not a replica gone: its first connect gets
+    DATABASE_URL's connect timeout and retries. Neon's proxy (the TLS front) refuses for a
+    while ("Couldn't connect to compute node"), then holds the connection while it wakes."""
+    standby = cluster.standbys[0]
+    assert standby.tls is not None
+    front = TlsFront(("127.0.0.1", standby.port), *standby.tls, connect_delay=0.5)
+    front.start()
+    try:
+        front.refuse_for(0.5)
+        url = cluster.url(standby, DATABASE).set(port=front.port)
+        primary = cluster.url(cluster.primary, DATABASE)
+        use_database(monkeypatch, primary, read_url=url.render_as_string(hide_password=False))
+        app = serving(Container(), sys.modules[__name__])
+        with TestClient(app, raise_server_exceptions=False) as client:
+            first = client.get(f"/{flavour}/where")
+            health = client.get("/health/db").json()["replicas"][0]
+    finally:
+        front.stop()
+    assert first.json() == {"in_recovery": True, "port": standby.port}
+    assert health["status"] == "ok"
+    assert health["ssl"] is True
 
 
 @contextmanager
