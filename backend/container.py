@@ -17,9 +17,8 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engine import create_async_db_engine, create_sync_engine
-from backend.db.replicas import (
-    ReadReplicas,
-    ReplicaSet,
+from backend.db.replicas import ReadReplicas, ReplicaSet
+from backend.db.routing import (
     build_replica_engines,
     make_async_read_session_maker,
     make_read_session_maker,
@@ -85,7 +84,7 @@ class Container(containers.DeclarativeContainer):
 
     session_maker = providers.ThreadSafeSingleton(make_session_maker, engine)
     async_session_maker = providers.ThreadSafeSingleton(make_async_session_maker, async_engine)
-    # Without replicas, on read_engine as before; with them, routed (backend/db/replicas.py).
+    # Without replicas, on read_engine as before; with them, routed (backend/db/routing.py).
     read_session_maker = providers.ThreadSafeSingleton(
         make_read_session_maker, read_engine, replica_engines, replica_state
     )

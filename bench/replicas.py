@@ -43,6 +43,9 @@ DATABASE = "bench"
 # A page of the newest rows: what a list endpoint reads.
 PAGE = sa.text("SELECT id, payload FROM bench_item ORDER BY id DESC LIMIT 20")
 WHERE = sa.text("SELECT pg_is_in_recovery()")
+WRITE = sa.text(
+    "INSERT INTO bench_item (payload) SELECT md5(random()::text) FROM generate_series(1, :rows)"
+)
 router = APIRouter()
 
 
@@ -116,22 +119,27 @@ def served(primary: URL, replica: URL | None) -> Iterator[int]:
 
 
 class Writers:
-    """Threads that write to the primary without a pause: 50 rows per transaction."""
+    """Threads that write to the primary at a steady pace: 50 rows per transaction, `rate`
+    rows a second in all (as fast as they can if the machine cannot keep up; 0: none)."""
 
-    def __init__(self, url: URL, threads: int) -> None:
+    BATCH = 50
+
+    def __init__(self, url: URL, rate: int, threads: int = 2) -> None:
         self.engine = sa.create_engine(url, pool_size=threads)
         self.rows = 0
+        self._pause = threads * self.BATCH / rate if rate else 0.0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._write, daemon=True) for _ in range(threads)]
+        count = threads if rate else 0
+        self._threads = [threading.Thread(target=self._write, daemon=True) for _ in range(count)]
 
     def _write(self) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
             with self.engine.begin() as connection:
-                connection.exec_driver_sql(
-                    "INSERT INTO bench_item (payload)"
-                    " SELECT md5(random()::text) FROM generate_series(1, 50)"
-                )
-            self.rows += 50
+                connection.execute(WRITE, {"rows": self.BATCH})
+            self.rows += self.BATCH
+            due += self._pause
+            self._stop.wait(max(0.0, due - time.monotonic()))
 
     def __enter__(self) -> "Writers":
         self.started = time.monotonic()
@@ -148,7 +156,7 @@ class Writers:
 
 
 def under_writes(
-    cluster: Cluster, route: str, connections: int, seconds: int, rounds: int, writers: int
+    cluster: Cluster, route: str, connections: int, seconds: int, rounds: int, rate: int
 ) -> tuple[dict[str, Run], float]:
     primary = cluster.url(cluster.primary, DATABASE)
     replica = cluster.url(cluster.standbys[0], DATABASE)
@@ -156,7 +164,7 @@ def under_writes(
     with (
         served(primary, None) as on_primary,
         served(primary, replica) as on_replica,
-        Writers(primary, writers) as writing,
+        Writers(primary, rate) as writing,
     ):
         for _ in range(rounds):
             runs["primary"].append(wrk(on_primary, route, connections, seconds))
@@ -239,7 +247,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per figure")
     parser.add_argument("--connections", type=int, default=16, help="wrk's connections")
-    parser.add_argument("--writers", type=int, default=2, help="threads writing to the primary")
+    parser.add_argument(
+        "--write-rate", type=int, default=5000, help="rows a second written to the primary"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -260,26 +270,26 @@ def main() -> None:
         cluster.wait_until_replayed(cluster.standbys[0])
         print(f"PostgreSQL {version}: a TLS-only primary and a streaming standby, one machine")
 
-        if shutil.which("wrk"):
-            for route in ("/read", "/read-sync"):
-                results, written = under_writes(
-                    cluster, route, args.connections, args.seconds, args.rounds, args.writers
-                )
-                base = results["primary"]
+        loads = [
+            (route, rate) for rate in (0, args.write_rate) for route in ("/read", "/read-sync")
+        ]
+        for route, rate in loads if shutil.which("wrk") else []:
+            results, written = under_writes(
+                cluster, route, args.connections, args.seconds, args.rounds, rate
+            )
+            base = results["primary"]
+            load = f"while {written:.0f} rows/s are written to the primary" if rate else "no writes"
+            print(f"\n{route} (the 20 newest rows), c={args.connections}, {load}")
+            print(f"  {'reads from':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+                  f"{'req/s x':>8} {'p50 x':>6} {'errors':>6}")  # fmt: skip
+            for name, run in results.items():
+                ratio = run.requests_per_second / base.requests_per_second
                 print(
-                    f"\n{route} (20 newest rows), c={args.connections}, while {args.writers} "
-                    f"threads write {written:.0f} rows/s to the primary"
+                    f"  {name:10} {run.requests_per_second:8.0f} {run.p50_ms:7.2f} "
+                    f"{run.p99_ms:7.2f} {ratio:8.2f} {run.p50_ms / base.p50_ms:6.2f} "
+                    f"{run.errors:6}"
                 )
-                print(f"  {'reads from':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-                      f"{'req/s x':>8} {'p50 x':>6} {'errors':>6}")  # fmt: skip
-                for name, run in results.items():
-                    rate = run.requests_per_second / base.requests_per_second
-                    print(
-                        f"  {name:10} {run.requests_per_second:8.0f} {run.p50_ms:7.2f} "
-                        f"{run.p99_ms:7.2f} {rate:8.2f} {run.p50_ms / base.p50_ms:6.2f} "
-                        f"{run.errors:6}"
-                    )
-        else:
+        if not shutil.which("wrk"):
             print("\nwrk is not installed (apt-get install wrk): the load figures are skipped")
 
         for route in ("/where", "/where-sync"):

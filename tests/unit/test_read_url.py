@@ -6,7 +6,8 @@ import logging
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.replicas import Lag, ReplicaSet, RoutedReadSession
+from backend.db.replicas import Lag, ReplicaSet
+from backend.db.routing import RoutedReadSession
 from backend.db.url import asyncpg_target, is_pooler
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, make_container
