@@ -59,7 +59,7 @@ async def read_async(session: AsyncReadSessionDep) -> dict[str, Any]:
 @router.post("/sync/notes/{key}")
 @inject
 def write_sync(key: str, session: SessionDep) -> dict[str, Any]:
-    session.execute(WRITE, {"key": key})
+    session.connection().execute(WRITE, {"key": key})
     answer = where(session.connection().execute(WHERE).one())
     session.commit()
     return answer
@@ -68,7 +68,7 @@ def write_sync(key: str, session: SessionDep) -> dict[str, Any]:
 @router.post("/async/notes/{key}")
 @inject
 async def write_async(key: str, session: AsyncSessionDep) -> dict[str, Any]:
-    await session.execute(WRITE, {"key": key})
+    await (await session.connection()).execute(WRITE, {"key": key})
     answer = where((await (await session.connection()).execute(WHERE)).one())
     await session.commit()
     return answer
