@@ -17,7 +17,12 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engine import create_async_db_engine, create_sync_engine
-from backend.db.readonly import ReadOnlySession
+from backend.db.replicas import ReadReplicas, ReplicaSet
+from backend.db.routing import (
+    build_replica_engines,
+    make_async_read_session_maker,
+    make_read_session_maker,
+)
 from backend.db.scope import (
     current_scope,
     make_async_session_maker,
@@ -64,14 +69,27 @@ class Container(containers.DeclarativeContainer):
     # writes refused. Own engines, so that a read replica's URL can take their place.
     read_engine = _engine(create_sync_engine, built_engines, settings, read_only=True)
     async_read_engine = _engine(create_async_db_engine, built_engines, settings, read_only=True)
+    # DATABASE_READ_URL: a read-only engine per replica, sync and async, and what is known of
+    # each replica (up, lag), shared by both paths. The read engines above stay: the fallback.
+    replica_state = providers.ThreadSafeSingleton(ReplicaSet.of, settings)
+    replica_engines = providers.ThreadSafeSingleton(
+        build_replica_engines, create_sync_engine, built_engines.provided.add, settings,
+        replica_state,
+    )  # fmt: skip
+    async_replica_engines = providers.ThreadSafeSingleton(
+        build_replica_engines, create_async_db_engine, built_engines.provided.add, settings,
+        replica_state,
+    )  # fmt: skip
+    read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)
 
     session_maker = providers.ThreadSafeSingleton(make_session_maker, engine)
     async_session_maker = providers.ThreadSafeSingleton(make_async_session_maker, async_engine)
+    # Without replicas, on read_engine as before; with them, routed (backend/db/routing.py).
     read_session_maker = providers.ThreadSafeSingleton(
-        make_session_maker, read_engine, session_class=ReadOnlySession
+        make_read_session_maker, read_engine, replica_engines, replica_state
     )
     async_read_session_maker = providers.ThreadSafeSingleton(
-        make_async_session_maker, async_read_engine, sync_session_class=ReadOnlySession
+        make_async_read_session_maker, async_read_engine, async_replica_engines, replica_state
     )
 
     # The request's own session of each kind: made on first use, the same object for the

@@ -56,6 +56,7 @@ def create_app(
         # Validates the settings (a bad one stops startup here) and builds the pool; SQLAlchemy
         # connects on first use, so the app starts even while the database is unreachable.
         say_which_database(active, active.engine())
+        say_which_replicas(active)
         try:
             if lifespan is None:
                 yield None
@@ -96,6 +97,24 @@ def say_which_database(container: Container, engine: Engine) -> None:
         engine.url.render_as_string(hide_password=True), where,
         engine.url.query.get("sslmode", "default"), sizes,
     )  # fmt: skip
+
+
+def say_which_replicas(container: Container) -> None:
+    """A line per read replica (DATABASE_READ_URL), after building its engine: a replica URL
+    the rules refuse stops the app at startup, as DATABASE_URL's does."""
+    try:
+        settings = container.settings()
+    except ConfigurationError:  # an engine given to the container, without settings
+        return
+    for replica, engine in zip(settings.replicas, container.replica_engines(), strict=True):
+        logger.info(
+            "read replica %s, %s, sslmode=%s; max lag %s, without a replica: %s",
+            engine.url.render_as_string(hide_password=True),
+            "pooler (PgBouncer, transaction mode)" if is_pooler(replica) else "direct",
+            engine.url.query.get("sslmode", "default"),
+            f"{settings.read_max_lag:g} s" if settings.read_max_lag else "unbounded",
+            "read from the primary" if settings.read_fallback == "primary" else "503",
+        )
 
 
 def _give_the_log_an_output() -> None:

@@ -2,7 +2,8 @@
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -11,6 +12,7 @@ from sqlalchemy.exc import ArgumentError
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 PoolerMode = Literal["auto", "pgbouncer", "none"]
+ReadFallback = Literal["primary", "fail"]
 
 # libpq parameters a pasted URL may carry in its query. For these one rule holds: a DATABASE_*
 # variable that is set wins, then the URL's query, then libpq's PG* variable, then config.yml's
@@ -60,6 +62,19 @@ class DatabaseSettings(BaseModel):
     # Without the URL_QUERY_KNOBS: those are resolved into the fields below. Without its secret
     # query parameters either (see `secrets`), and with libpq's PG* defaults filled in.
     url: URL
+    # Read replicas (backend/db/replicas.py): each DATABASE_READ_URL entry's own settings, made
+    # by the same rules as DATABASE_URL's (TLS, pooler, libpq defaults, secrets).
+    replicas: tuple["DatabaseSettings", ...] = ()
+    # A replica further behind than this many seconds takes no reads until it catches up.
+    read_max_lag: float = Field(
+        ge=0, allow_inf_nan=False, description="a number of seconds >= 0 (0: no bound)"
+    )
+    # How often, at most, a replica's lag is measured (one query, on a read's own connection).
+    read_lag_check_interval: float = Field(
+        gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
+    # Where reads go when no replica can take them.
+    read_fallback: ReadFallback = Field(description="one of primary, fail")
     echo: bool = Field(description="true or false")
     pool_size: int = Field(ge=1, description="an integer >= 1")
     max_overflow: int = Field(ge=0, description="an integer >= 0")
@@ -138,6 +153,7 @@ def load_settings(
         raise ConfigurationError("config.yml has no `database` section")
     environ = os.environ if environ is None else environ
     values = {name: _resolve(value, environ) for name, value in config.items()}
+    read_urls = values.pop("read_url", None)
     query_defaults = values.pop("url_query_defaults", None) or {}
     url, secrets = _take_secrets(_parse_url(values.pop("url", None)))
     url, origins = _libpq_defaults(url, environ)
@@ -155,10 +171,55 @@ def load_settings(
     values["secrets"] = secrets
     values["origins"] = origins
     try:
-        return DatabaseSettings.model_validate(values)
+        settings = DatabaseSettings.model_validate(values)
     except ValidationError as exc:
         problems = [_explain(error, origin) for error in exc.errors()]
         raise ConfigurationError("; ".join(problems)) from None
+    if read_urls is None:
+        return settings
+    return settings.model_copy(update={"replicas": _replicas(config, environ, str(read_urls))})
+
+
+READ_URL = "DATABASE_READ_URL"
+
+
+def _replicas(
+    config: Mapping[str, Any], environ: Mapping[str, str], read_urls: str
+) -> tuple[DatabaseSettings, ...]:
+    """Each URL in DATABASE_READ_URL, through the very rules DATABASE_URL goes through.
+
+    The URLs are separated by whitespace (spaces, tabs, line breaks): a URL holds none
+    unencoded (RFC 3986), where a comma may stand in a password and separates libpq's host
+    lists, so whitespace is the one separator no URL can contain.
+    """
+    urls = read_urls.split()
+    replicas = []
+    for position, url in enumerate(urls, 1):
+        with replica_errors(position, len(urls)):
+            replicas.append(load_settings({**config, "url": url, "read_url": None}, environ))
+    return tuple(replicas)
+
+
+def replica_variable(position: int, count: int) -> str:
+    """How messages name one replica's URL: DATABASE_READ_URL, or which of its URLs."""
+    return READ_URL if count == 1 else f"{READ_URL} (URL {position} of {count})"
+
+
+@contextmanager
+def replica_errors(position: int, count: int) -> Iterator[None]:
+    """A replica's URL goes through DATABASE_URL's rules, whose messages name DATABASE_URL:
+    name the replica's URL instead (the messages hold no secret, only the variable's name)."""
+    try:
+        yield
+    except ConfigurationError as error:
+        where = replica_variable(position, count)
+        message = re.sub(r"\bDATABASE_URL\b", where, str(error))
+        if count > 1 and "is not a valid URL" in message:
+            message += (
+                f"; the URLs in {READ_URL} are separated by whitespace, so a space in a "
+                "password must be percent-encoded (%20)"
+            )
+        raise ConfigurationError(message) from None
 
 
 PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<default>.*))?\}", re.S)

@@ -1,4 +1,7 @@
-"""GET /health/db: can the app reach its database, over TLS, and how is the pool doing."""
+"""GET /health/db: can the app reach its database, over TLS, and how is the pool doing; and
+each read replica (DATABASE_READ_URL): up, in recovery, how far behind."""
+
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -9,6 +12,7 @@ from backend.api.errors import answer
 from backend.container import Container, ProvideOnLoop
 from backend.db.errors import Verdict, classify
 from backend.db.health import probe
+from backend.db.replicas import ReadReplicas
 
 router = APIRouter(tags=["health"])
 
@@ -21,11 +25,17 @@ router = APIRouter(tags=["health"])
     },
 )
 def database_health(
-    request: Request, engine: Engine = Depends(ProvideOnLoop[Container.engine])
+    request: Request,
+    engine: Engine = Depends(ProvideOnLoop[Container.engine]),
+    replicas: ReadReplicas = Depends(ProvideOnLoop[Container.read_replicas]),
 ) -> JSONResponse:
     try:
-        return JSONResponse(dict(probe(engine)))
+        body: dict[str, Any] = dict(probe(engine))
     except SQLAlchemyError as exc:
         # Whatever stops the probe is the database's state, never the route's bug.
         verdict = classify(exc) or Verdict("unavailable", 503, True, None)
         return answer(request.app, exc, verdict)
+    if replicas:
+        # Each replica's own state (a replica down is not the primary down: 200 still).
+        body["replicas"] = replicas.probe()
+    return JSONResponse(body)

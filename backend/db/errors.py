@@ -61,6 +61,10 @@ MISCONFIGURATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
+class NoReadReplica(SQLAlchemyError):
+    """No read replica can take a read now, and DATABASE_READ_FALLBACK=fail."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What kind of failure a database error is, and what the layer answers for it."""
@@ -79,9 +83,10 @@ def classify(exc: BaseException) -> Verdict | None:
       DATABASE_STATEMENT_TIMEOUT); re-running it every second would not help;
     - misconfigured (503, no Retry-After): authentication, an unknown database or host;
     - unavailable (503 with Retry-After): connection failures and resets, too many
-      connections, a server starting or stopping, a full pool, a compute waking.
+      connections, a server starting or stopping, a full pool, a compute waking, no read
+      replica to read from (DATABASE_READ_FALLBACK=fail).
     """
-    if isinstance(exc, PoolTimeoutError):
+    if isinstance(exc, PoolTimeoutError | NoReadReplica):
         return Verdict("unavailable", 503, True, None)
     if not isinstance(exc, DBAPIError):
         return None
@@ -154,4 +159,4 @@ def describe(exc: BaseException) -> str:
 
 def database_errors() -> tuple[type[SQLAlchemyError], ...]:
     """The exception types an app registers a handler for; classify() sorts them out."""
-    return (PoolTimeoutError, DBAPIError)
+    return (PoolTimeoutError, DBAPIError, NoReadReplica)

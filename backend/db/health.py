@@ -3,7 +3,7 @@
 from time import perf_counter
 from typing import TypedDict
 
-from sqlalchemy import Engine, QueuePool, text
+from sqlalchemy import Connection, Engine, QueuePool, text
 
 from backend.db.pool import TimedQueuePool
 
@@ -32,10 +32,7 @@ def probe(engine: Engine) -> DatabaseHealth:
     started = perf_counter()
     with engine.connect() as connection:
         server_version = connection.scalar(PROBE)
-        # The client's own view: behind Neon's proxy or a pooler, the server's pg_stat_ssl
-        # describes the proxy's hop, not ours.
-        info = getattr(connection.connection.dbapi_connection, "info", None)
-        ssl = getattr(info, "ssl_in_use", False)
+        ssl = connection_uses_tls(connection)
     latency_ms = (perf_counter() - started) * 1000
     return {
         "status": "ok",
@@ -44,6 +41,13 @@ def probe(engine: Engine) -> DatabaseHealth:
         "server_version": str(server_version),
         "pool": pool_status(engine),
     }
+
+
+def connection_uses_tls(connection: Connection) -> bool:
+    # The client's own view: behind Neon's proxy or a pooler, the server's pg_stat_ssl
+    # describes the proxy's hop, not ours.
+    info = getattr(connection.connection.dbapi_connection, "info", None)
+    return bool(getattr(info, "ssl_in_use", False))
 
 
 def pool_status(engine: Engine) -> PoolStatus:
