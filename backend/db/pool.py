@@ -15,6 +15,10 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Queue
 
 logger = logging.getLogger("backend")
+# SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.pool.*,
+# under the app's "backend" logger: keep them at SQLAlchemy's own default for its loggers
+# (WARNING, sqlalchemy/log.py), or every dispose and invalidation would reach the app's log.
+logging.getLogger(__name__).setLevel(logging.WARNING)
 T = TypeVar("T")
 WINDOW = 60.0  # seconds over which "the slowest recent wait" is kept
 WARN_EVERY = 10.0  # at most one warning per pool this often: a busy pool would flood the log
