@@ -1,14 +1,15 @@
 """`python -m backend [COMMAND]`: `serve` (the default) serves an app on DATABASE_URL, or on an
-embedded PostgreSQL without it; `url` prints the embedded server's URL."""
+embedded PostgreSQL without it; `check` checks the database settings and the server, step by
+step; `url` prints the embedded server's URL."""
 
 import argparse
 import sys
 from collections.abc import Sequence
 
-from backend.cli import Command, CommandError, serve, url
+from backend.cli import Command, CommandError, check, serve, url
 
 # A new command: a module in backend/cli/ (see its __init__), and a line here.
-COMMANDS: dict[str, Command] = {"serve": serve, "url": url}
+COMMANDS: dict[str, Command] = {"serve": serve, "check": check, "url": url}
 DEFAULT = "serve"  # `python -m backend --port 8000` is `python -m backend serve --port 8000`
 
 

@@ -15,6 +15,8 @@ from backend import api
 from backend.api import health
 from backend.api.errors import handle_database_errors
 from backend.container import Container
+from backend.db.budget import pool_sizes
+from backend.db.rules import check_rules
 from backend.db.scope import RequestScopeMiddleware
 from backend.db.session import default_container, use_container
 from backend.db.url import is_pooler
@@ -44,7 +46,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
-        active = container if container is not None else default_container()
+        active, engine = _checked(container)
         use_container(active)
         modules = [importlib.import_module(m) if isinstance(m, str) else m for m in wire]
         active.wire(
@@ -53,9 +55,7 @@ def create_app(
         )
         check_wiring(app, active)
         app.state.container = active
-        # Validates the settings (a bad one stops startup here) and builds the pool; SQLAlchemy
-        # connects on first use, so the app starts even while the database is unreachable.
-        say_which_database(active, active.engine())
+        say_which_database(active, engine)
         say_which_replicas(active)
         try:
             if lifespan is None:
@@ -66,8 +66,8 @@ def create_app(
         finally:
             # Not unwired: an app started again (a second TestClient) must find its routes
             # wired. Only what was built is disposed: nothing is built to be disposed.
-            for engine in active.built_engines():
-                disposed = engine.dispose()  # an AsyncEngine gives a coroutine
+            for built in active.built_engines():
+                disposed = built.dispose()  # an AsyncEngine gives a coroutine
                 if disposed is not None:
                     await disposed
 
@@ -81,6 +81,22 @@ def create_app(
     return app
 
 
+def _checked(container: Container | None) -> tuple[Container, Engine]:
+    """The app's container and its write engine, every setting checked (a bad one stops
+    startup here), the pool built; SQLAlchemy connects on first use, so the app starts even
+    while the database is unreachable."""
+    try:
+        active = container if container is not None else default_container()
+        engine = active.engine()
+        if not active.engine.overridden and not active.async_engine.overridden:
+            check_rules(active.settings())  # the async path's too, not at its first request
+    except ConfigurationError as error:
+        # uvicorn prints the lifespan's traceback: raised afresh, the setting's sentence is its
+        # last line after a few frames, not after dependency-injector's thirty.
+        raise ConfigurationError(str(error)) from None
+    return active, engine
+
+
 def say_which_database(container: Container, engine: Engine) -> None:
     """One line at startup, in every run mode: which database, direct or pooler, TLS, pools."""
     _give_the_log_an_output()
@@ -89,6 +105,8 @@ def say_which_database(container: Container, engine: Engine) -> None:
         settings = container.settings()
         where = "pooler (PgBouncer, transaction mode)" if is_pooler(settings) else "direct"
         sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
+        if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
+            sizes += f" ({read[0]} + {read[1]} for the read engines)"
     except ConfigurationError:  # an engine handed in by a test, without settings
         where = "an engine given to the container"
         sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__

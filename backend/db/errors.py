@@ -44,6 +44,18 @@ QUERY_CANCELED = "57014"  # statement_timeout, or a cancel
 # too (the server's, in English as Neon sends them).
 MISCONFIGURATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
+        "",  # by the words, whatever the SQLSTATE (28000 from PostgreSQL, 08P01 from proxies)
+        ("no encryption", "connection is insecure", "ssl required"),
+        "the server takes TLS connections only: set DATABASE_SSLMODE=require (or verify-full)",
+    ),
+    (
+        "",  # PgBouncer's 08P01, which is no outage
+        ("unsupported startup parameter",),
+        "a pooler (PgBouncer, Neon's -pooler host) refuses startup parameters: remove options "
+        "from DATABASE_URL (or PGOPTIONS) or use the direct host, and set "
+        "DATABASE_POOLER=pgbouncer if the host name does not end in -pooler",
+    ),
+    (
         "28",  # invalid authorization: wrong password, no pg_hba.conf line, no such role
         ("password authentication failed", "no pg_hba.conf entry", 'role "', "28p01"),
         "the user name or password in DATABASE_URL is wrong (Neon: Roles in the console)",
@@ -81,7 +93,8 @@ def classify(exc: BaseException) -> Verdict | None:
 
     - timeout (504, no Retry-After): the statement ran out of time (57014, or no answer within
       DATABASE_STATEMENT_TIMEOUT); re-running it every second would not help;
-    - misconfigured (503, no Retry-After): authentication, an unknown database or host;
+    - misconfigured (503, no Retry-After): authentication, an unknown database or host,
+      plaintext to a server that takes TLS only, startup parameters sent to a pooler;
     - unavailable (503 with Retry-After): connection failures and resets, too many
       connections, a server starting or stopping, a full pool, a compute waking, no read
       replica to read from (DATABASE_READ_FALLBACK=fail).
@@ -96,7 +109,8 @@ def classify(exc: BaseException) -> Verdict | None:
     message = str(exc.orig).lower()
     for prefix, words, fix in MISCONFIGURATIONS:
         by_state = bool(prefix) and bool(sqlstate) and str(sqlstate).startswith(prefix)
-        if by_state or (not sqlstate and any(word in message for word in words)):
+        by_words = not (prefix and sqlstate) and any(word in message for word in words)
+        if by_state or by_words:
             return Verdict("misconfigured", 503, False, sqlstate, fix)
     if (
         isinstance(exc, OperationalError | InterfaceError)

@@ -165,3 +165,29 @@ def test_waiting_for_a_pooled_connection_shows_in_health_and_the_log(
     (warning,) = [w for w in lines(caplog, logging.WARNING) if "waited" in w]
     assert "for a pooled connection" in warning
     assert "DATABASE_POOL_SIZE" in warning
+
+
+@pytest.mark.parametrize("refusal", ["plaintext", "startup parameter on a pooler"])
+def test_a_refused_setting_is_a_misconfiguration_not_an_outage(
+    postgres: SuiteDatabase, database_name: str, app_on: AppOn, flavour: str, refusal: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    if refusal == "plaintext":  # the TLS-only server: "pg_hba.conf rejects …, no encryption"
+        url, fix = (
+            postgres.url(database_name).update_query_dict({"sslmode": "disable"}),
+            ("set DATABASE_SSLMODE=require"),
+        )
+    else:  # PgBouncer, not named a pooler: "unsupported startup parameter: options"
+        if postgres.pooler is None:
+            pytest.skip("pgbouncer is not installed")
+        url = postgres.url(database_name, "pooler").update_query_dict(
+            {"options": "-c statement_timeout=5000"}
+        )
+        fix = "refuses startup parameters: remove options from DATABASE_URL"
+    with caplog.at_level(logging.WARNING), app_on(url, connect_retries="0") as client:
+        responses = [client.get(f"/{flavour}/one") for _ in range(2)]
+    assert [r.status_code for r in responses] == [503, 503]
+    assert all("retry-after" not in r.headers for r in responses)
+    assert {r.json()["status"] for r in responses} == {"misconfigured"}
+    (error,) = lines(caplog, logging.ERROR)
+    assert fix in error

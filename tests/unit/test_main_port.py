@@ -19,7 +19,7 @@ def test_a_bad_port_variable_is_one_clear_line(port: str) -> None:
         stdin=subprocess.DEVNULL,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.splitlines() == [
         f"python -m backend: PORT must be a port number from 1 to 65535, got {port!r}"
     ]

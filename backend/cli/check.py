@@ -1,0 +1,77 @@
+"""check this service's database step by step: the settings against Neon's rules, DNS, TCP,
+TLS, authentication, the server, a pooler, round trips, the connection budget, and the server
+settings that matter (exit code 0: nothing failed; 1: a check failed; 3: a setting is invalid)
+
+Each line says ✔ (passed), ⚠ (works, but read the fix) or ✘ (failed) and, for ⚠ and ✘, the
+setting to change. It never shows the password and never writes to the database."""
+
+import argparse
+import json
+import sys
+
+from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
+from backend.container import Container
+from backend.db.budget import ENGINES
+from backend.doctor import Options, Report, Step, run_checks
+from backend.doctor.report import as_line
+from backend.settings import ConfigurationError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        help="worker processes per instance, each with its own pools (default: "
+        "WEB_CONCURRENCY, else 1)",
+    )
+    parser.add_argument(
+        "--engines",
+        type=engines,
+        default=tuple(ENGINES),
+        help="the engines each worker builds, by name (comma-separated: "
+        f"{','.join(ENGINES)}; the default: all four, the most the app can open), or a "
+        "count, each then counted at the larger of the write and read pools",
+    )
+    parser.add_argument(
+        "--pings", type=positive, default=20, help="round trips to time (default: 20)"
+    )
+
+
+def engines(text: str) -> tuple[str, ...] | int:
+    if text.isascii() and text.isdigit():
+        return positive(text)
+    names = tuple(name.strip() for name in text.split(","))
+    if unknown := [name for name in names if name not in ENGINES]:
+        raise argparse.ArgumentTypeError(
+            f"unknown engine {unknown[0]!r}: name some of {', '.join(ENGINES)}, or give a count"
+        )
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    options = Options(
+        workers=args.workers or workers_from_environment(),
+        engines=args.engines,
+        pings=args.pings,
+    )
+
+    def show(step: Step) -> None:
+        if not args.json:
+            print(as_line(step), flush=True)
+
+    try:
+        report = run_checks(Container(), options, show)
+    except ConfigurationError as error:
+        if not args.json:
+            raise CommandError(str(error), BAD_SETTING) from None
+        report = Report()
+        report.add(Step("settings", "fail", str(error)))
+        print(json.dumps({**report.as_json(), "exit_code": BAD_SETTING}))
+        return BAD_SETTING
+    if args.json:
+        json.dump(report.as_json(), sys.stdout)
+        print()
+    else:
+        print(report.summary())
+    return report.exit_code

@@ -1,0 +1,197 @@
+"""`python -m backend check`: is this service's database reachable, safe and big enough?
+
+The steps, each shown as it ends: the settings against Neon's rules (the layer's own rules,
+backend.settings and backend.db.url/tls/target, applied as when the app starts), then for
+each host DNS, TCP and TLS, then, through the app's own engines, authentication, the async
+path, the server's version, whether a pooler is in between, the round-trip time, the
+connection budget against the server's slots, and the server settings that matter on Neon.
+It never shows the password and never writes: its connection runs SELECT and SHOW only, in
+autocommit.
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import psycopg2
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.container import Container
+from backend.db.budget import ENGINES, connection_budget
+from backend.db.rules import check_rules
+from backend.db.tls import effective_sslmode
+from backend.db.url import is_pooler, target_of
+from backend.doctor import network, server
+from backend.doctor.report import Report, Step, timed
+from backend.settings import DatabaseSettings
+
+__all__ = ["Options", "Report", "Step", "run_checks"]
+
+SERVER_STEPS = [
+    "authentication",
+    "async path",
+    "server",
+    "pooler",
+    "round trip",
+    "connections",
+    "statement_timeout",
+    "idle_in_transaction",
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    workers: int = 1
+    engines: tuple[str, ...] | int = tuple(ENGINES)
+    pings: int = 20
+
+
+def run_checks(
+    container: Container, options: Options, show: Callable[[Step], None] = lambda step: None
+) -> Report:
+    """Run every step; a ConfigurationError (a setting the app would refuse) propagates."""
+    report = Report(show)
+    (settings, engine, async_engine, said), ms = timed(partial(_built, container))
+    report.add(_settings_step(settings, said), ms)
+    target = target_of(settings)
+    sslmode = effective_sslmode(settings, target)
+    reachable = False
+    for endpoint in target.endpoints:
+        (step, addresses), ms = timed(partial(network.dns, endpoint, settings.origin("host")))
+        report.add(step, ms)
+        if step.status == "fail":
+            continue
+        (step, address), ms = timed(
+            partial(network.tcp, endpoint, addresses, settings.connect_timeout)
+        )
+        report.add(step, ms)
+        if address is None:
+            continue
+        tls = partial(
+            network.tls, settings, target, endpoint, address, sslmode, settings.connect_timeout
+        )
+        report.add(*timed(tls))
+        reachable = True
+    if not reachable:
+        report.skip(SERVER_STEPS, "no host takes connections")
+        return report
+    (step, connection), ms = timed(partial(server.authenticate, engine))
+    report.add(step, ms)
+    if connection is None:
+        report.skip(SERVER_STEPS[1:], "the server did not let us in")
+        return report
+    with connection:
+        _server_steps(report, connection, engine, async_engine, settings, options)
+    engine.dispose()
+    return report
+
+
+def _server_steps(
+    report: Report,
+    connection: Connection,
+    engine: Engine,
+    async_engine: AsyncEngine,
+    settings: DatabaseSettings,
+    options: Options,
+) -> None:
+    user = str(engine.url.username)
+    budget = connection_budget(settings, options.workers, options.engines)
+    values: dict[str, str] = {}
+    found: list[str] = []
+
+    def pooler() -> Step:
+        step = server.pooler(engine, settings, is_pooler(settings))
+        found.append(step.facts.get("detected", "unknown"))
+        return step
+
+    def read_settings() -> Step:
+        values.update(server.server_settings(connection))
+        # Behind a pooler the budget is of client connections, whatever the layer believes.
+        detected = found[-1] if found else "unknown"
+        pooled = {"pgbouncer": True, "ignores": True, "none": False}.get(detected)
+        return server.connections(values, budget, is_pooler(settings) if pooled is None else pooled)
+
+    steps: list[tuple[str, Callable[[], Step]]] = [
+        ("async path", partial(server.async_path, async_engine)),
+        ("server", partial(server.server_version, connection)),
+        ("pooler", pooler),
+        ("round trip", partial(server.round_trip, connection, options.pings)),
+        ("connections", read_settings),
+        ("statement_timeout", lambda: server.statement_timeout(values, settings, user)),
+        ("idle_in_transaction", lambda: server.idle_in_transaction(values, user)),
+    ]
+    for i, (name, work) in enumerate(steps):
+        try:
+            report.add(*timed(work))
+        except (SQLAlchemyError, psycopg2.Error) as exc:
+            report.add(server.failure(name, exc))
+            if connection.invalidated or connection.closed:
+                report.skip([later for later, _ in steps[i + 1 :]], "the connection was lost")
+                return
+
+
+def _built(container: Container) -> tuple[DatabaseSettings, Engine, AsyncEngine, list[str]]:
+    """The settings and the two write engines, as the app builds them (no connection yet),
+    with the warnings building them logs."""
+    settings = container.settings()
+    check_rules(settings)
+    with _captured("backend") as said:
+        engine = container.engine()
+        async_engine = container.async_engine()
+    return settings, engine, async_engine, said
+
+
+def _settings_step(settings: DatabaseSettings, said: list[str]) -> Step:
+    target = target_of(settings)
+    sslmode = effective_sslmode(settings, target)
+    pooled = is_pooler(settings)
+    url = settings.url.render_as_string(hide_password=True)
+    if settings.pooler == "auto":
+        why = "the host ends in -pooler" if pooled else "no host ends in -pooler"
+    else:
+        why = f"DATABASE_POOLER={settings.pooler}"
+    how = f"sslmode={sslmode}" + ("" if settings.sslmode else " (the default for this host)")
+    binding = settings.url.query.get("channel_binding", "prefer (libpq's default)")
+    detail = (
+        f"{url}: {'pooler' if pooled else 'direct'} ({why}), {how}, channel_binding={binding}; "
+        "drivers psycopg2 (sync) and asyncpg (async)"
+    )
+    facts: dict[str, Any] = {
+        "url": url,
+        "pooler": pooled,
+        "sslmode": sslmode,
+        "channel_binding": binding,
+        "warnings": said,
+    }
+    if said:
+        return Step("settings", "warn", f"{detail}; {'; '.join(said)}", facts=facts)
+    return Step("settings", "pass", detail, facts=facts)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def _captured(name: str) -> Iterator[list[str]]:
+    """What the `name` logger's tree warns meanwhile, kept here instead of printed."""
+    logger = logging.getLogger(name)
+    said: list[str] = []
+    handler, propagate = _Collect(said), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
