@@ -187,8 +187,41 @@ def test_unreachable_port(database_url: URL) -> None:
     checked = check(database_url.set(port=1))  # nothing listens on port 1
     assert checked.code == checked.json_code == 1
     assert checked.failed() == ["tcp"]
-    assert checked.step("tcp")["facts"] == {"address": "127.0.0.1:1", "error": "Connection refused"}
+    assert checked.step("tcp")["facts"] == {
+        "address": "127.0.0.1:1",
+        "error": "Connection refused",
+        "host": "127.0.0.1",
+    }
     assert "fix: check the port in DATABASE_URL" in checked.line("✘", "tcp")
+
+
+def test_a_host_list_passes_when_one_host_takes_connections(database_url: URL) -> None:
+    # libpq tries each host in turn: the first one never resolves (.invalid), the second works.
+    hosts = database_url.set(host=None, port=None).update_query_dict(
+        {
+            "host": "ep-gone-123456.invalid,127.0.0.1",
+            "port": f"{database_url.port},{database_url.port}",
+        }
+    )
+    checked = check(hosts)
+    assert checked.code == checked.json_code == 0, checked.text
+    first, second = checked.steps("dns")
+    assert (first["status"], second["status"]) == ("warn", "pass")
+    assert first["detail"].startswith("ep-gone-123456.invalid: ep-gone-123456.invalid does not")
+    assert checked.step("authentication")["status"] == "pass"
+
+
+def test_a_host_list_where_no_host_takes_connections(database_url: URL) -> None:
+    hosts = database_url.set(host=None, port=None).update_query_dict(
+        {"host": "ep-gone-123456.invalid,127.0.0.1", "port": f"{database_url.port},1"}
+    )
+    checked = check(hosts)
+    assert checked.code == checked.json_code == 1
+    assert checked.failed() == ["hosts"]
+    assert [step["status"] for step in checked.steps("dns") + checked.steps("tcp")] == [
+        "warn", "pass", "warn",
+    ]  # fmt: skip
+    assert checked.step("hosts")["detail"] == "none of the 2 hosts takes connections"
 
 
 def test_startup_options_on_the_pooler_are_a_bad_setting(pooler_url: URL) -> None:
