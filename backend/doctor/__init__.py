@@ -61,23 +61,45 @@ def run_checks(
     target = target_of(settings)
     sslmode = effective_sslmode(settings, target)
     reachable = False
+    listed = len(target.endpoints) > 1
+
+    def add(step: Step, ms: float) -> Step:
+        if listed:
+            # libpq tries a host list in turn: one host that fails is a warning, and a
+            # failure only if none takes connections (said once, below).
+            step.detail = f"{step.facts.get('host') or 'this host'}: {step.detail}"
+            step.status = "warn" if step.status == "fail" else step.status
+        return report.add(step, ms)
+
     for endpoint in target.endpoints:
         (step, addresses), ms = timed(partial(network.dns, endpoint, settings.origin("host")))
-        report.add(step, ms)
-        if step.status == "fail":
+        step.facts.setdefault("host", endpoint.host or endpoint.address)
+        if add(step, ms).status != "pass":
             continue
         (step, address), ms = timed(
             partial(network.tcp, endpoint, addresses, settings.connect_timeout)
         )
-        report.add(step, ms)
+        step.facts.setdefault("host", endpoint.host or endpoint.address)
+        add(step, ms)
         if address is None:
             continue
         tls = partial(
             network.tls, settings, target, endpoint, address, sslmode, settings.connect_timeout
         )
-        report.add(*timed(tls))
+        step, ms = timed(tls)
+        step.facts.setdefault("host", endpoint.host or endpoint.address)
+        add(step, ms)
         reachable = True
     if not reachable:
+        if listed:
+            report.add(
+                Step(
+                    "hosts",
+                    "fail",
+                    f"none of the {len(target.endpoints)} hosts takes connections",
+                    fix="see the warnings above, host by host",
+                )
+            )
         report.skip(SERVER_STEPS, "no host takes connections")
         return report
     (step, connection), ms = timed(partial(server.authenticate, engine))

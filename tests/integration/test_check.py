@@ -150,6 +150,41 @@ def test_plaintext_refused(endpoint: str, request: pytest.FixtureRequest) -> Non
     assert {step["status"] for step in checked.document["steps"][-7:]} == {"skip"}
 
 
+def test_a_certificate_from_another_ca(database_url: URL, tmp_path: Path) -> None:
+    other = Certificates(tmp_path)  # a CA that signed nothing the server has
+    checked = check(database_url.update_query_dict({"sslrootcert": str(other.ca_file)}))
+    assert checked.code == checked.json_code == 1
+    tls = checked.step("tls")
+    assert tls["status"] == "fail"
+    assert tls["facts"]["why"] == "unable to get local issuer certificate"
+    assert "sslrootcert in DATABASE_URL must name the CA" in checked.line("✘", "tls")
+    assert checked.step("authentication")["status"] == "fail"  # libpq agrees
+
+
+def test_a_host_name_the_certificate_does_not_name(database_url: URL) -> None:
+    # hostaddr: connect to the loopback address, and verify the certificate for this name.
+    url = database_url.set(host="ep-elsewhere-123456.invalid").update_query_dict({"hostaddr": "127.0.0.1"})
+    checked = check(url)
+    assert checked.code == checked.json_code == 1
+    tls = checked.step("tls")
+    assert "Hostname mismatch" in tls["facts"]["why"]
+    assert "connect by the host name the certificate names" in tls["fix"]
+
+
+def test_a_certificate_not_checked_says_so_and_why(database_url: URL) -> None:
+    checked = check(database_url.difference_update_query(["sslrootcert"]).update_query_dict(
+        {"sslmode": "require"}
+    ))  # fmt: skip
+    assert checked.code == 0, checked.text
+    tls = checked.step("tls")
+    assert tls["facts"]["verified"] is False
+    assert tls["facts"]["why"] == "sslmode=require encrypts without checking the certificate"
+    assert tls["facts"]["system_cas"] == (
+        "does not verify (unable to get local issuer certificate)"
+    )
+    assert tls["status"] == "pass"  # a loopback host; a remote one is a warning
+
+
 def test_wrong_password(postgres: SuiteDatabase, database_name: str) -> None:
     url = postgres.url(database_name).set(password="not-the-password")
     checked = check(url)
@@ -187,8 +222,41 @@ def test_unreachable_port(database_url: URL) -> None:
     checked = check(database_url.set(port=1))  # nothing listens on port 1
     assert checked.code == checked.json_code == 1
     assert checked.failed() == ["tcp"]
-    assert checked.step("tcp")["facts"] == {"address": "127.0.0.1:1", "error": "Connection refused"}
+    assert checked.step("tcp")["facts"] == {
+        "address": "127.0.0.1:1",
+        "error": "Connection refused",
+        "host": "127.0.0.1",
+    }
     assert "fix: check the port in DATABASE_URL" in checked.line("✘", "tcp")
+
+
+def test_a_host_list_passes_when_one_host_takes_connections(database_url: URL) -> None:
+    # libpq tries each host in turn: the first one never resolves (.invalid), the second works.
+    hosts = database_url.set(host=None, port=None).update_query_dict(
+        {
+            "host": "ep-gone-123456.invalid,127.0.0.1",
+            "port": f"{database_url.port},{database_url.port}",
+        }
+    )
+    checked = check(hosts)
+    assert checked.code == checked.json_code == 0, checked.text
+    first, second = checked.steps("dns")
+    assert (first["status"], second["status"]) == ("warn", "pass")
+    assert first["detail"].startswith("ep-gone-123456.invalid: ep-gone-123456.invalid does not")
+    assert checked.step("authentication")["status"] == "pass"
+
+
+def test_a_host_list_where_no_host_takes_connections(database_url: URL) -> None:
+    hosts = database_url.set(host=None, port=None).update_query_dict(
+        {"host": "ep-gone-123456.invalid,127.0.0.1", "port": f"{database_url.port},1"}
+    )
+    checked = check(hosts)
+    assert checked.code == checked.json_code == 1
+    assert checked.failed() == ["hosts"]
+    assert [step["status"] for step in checked.steps("dns") + checked.steps("tcp")] == [
+        "warn", "pass", "warn",
+    ]  # fmt: skip
+    assert checked.step("hosts")["detail"] == "none of the 2 hosts takes connections"
 
 
 def test_startup_options_on_the_pooler_are_a_bad_setting(pooler_url: URL) -> None:
