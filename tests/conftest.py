@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 from backend.container import Container
 from backend.db import session as session_module
 from backend.main import create_app
-from tests.standin.postgres import SuiteDatabase, session_database
+from backend.testing.postgres import SuiteDatabase, session_database
 
 
 @pytest.fixture(autouse=True)

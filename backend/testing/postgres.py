@@ -1,4 +1,4 @@
-"""The suite's Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
+"""The Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
 
     client ──TLS──> PostgreSQL (TLS-only)                "direct", when the build has OpenSSL
     client ──TLS──> TlsFront ──plaintext──> PostgreSQL   "front": cold starts, latency, drops
@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
-import trustme
 from sqlalchemy.engine import URL, make_url
 
 from backend.embedded import PostgresServer, embedded_bindir, has_tls
-from tests.standin.front import TlsFront
-from tests.standin.pgbouncer import PgBouncer, pgbouncer_binary
+from backend.testing.front import TlsFront
+from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 
 Endpoint = Literal["default", "direct", "front", "pooler"]
 FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
@@ -92,7 +91,7 @@ class Certificates:
     """A throwaway CA and a server certificate for 127.0.0.1, as files."""
 
     def __init__(self, folder: Path) -> None:
-        self.authority = trustme.CA()
+        self.authority = trustme().CA()
         server = self.authority.issue_cert("127.0.0.1", "localhost")
         self.ca_file = folder / "ca.pem"
         self.cert_file = folder / "server.crt"
@@ -100,6 +99,22 @@ class Certificates:
         self.authority.cert_pem.write_to_path(str(self.ca_file))
         server.cert_chain_pems[0].write_to_path(str(self.cert_file))
         server.private_key_pem.write_to_path(str(self.key_file))
+
+
+def trustme() -> Any:
+    """trustme, imported when certificates are made: it is a test-time dependency only."""
+    try:
+        import trustme
+    except ImportError:
+        raise MissingTestDependency(
+            "backend.testing makes its TLS certificates with trustme, which is not installed: "
+            "pip install 'backend[testing]' (or add trustme to your test dependencies)"
+        ) from None
+    return trustme
+
+
+class MissingTestDependency(RuntimeError):
+    """A package backend.testing needs at test time is not installed."""
 
 
 def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServer:
