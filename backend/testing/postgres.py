@@ -117,9 +117,12 @@ class MissingTestDependency(RuntimeError):
     """A package backend.testing needs at test time is not installed."""
 
 
-def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServer:
+def new_server(
+    bindir: Path, certificates: Certificates | None, root: Path | None = None
+) -> PostgresServer:
+    """A server in `root` (kept), or in a new temporary folder (the caller removes it)."""
     # Not under pytest's tmp_path: that sits in a 0700 folder the server's user cannot reach.
-    root = Path(tempfile.mkdtemp(prefix="backend-test-pg-"))
+    root = root or Path(tempfile.mkdtemp(prefix="backend-test-pg-"))
     tls = (
         (certificates.cert_file, certificates.key_file)
         if certificates and has_tls(bindir)
@@ -132,7 +135,10 @@ def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServe
 
 
 @contextmanager
-def session_database(work_dir: Path) -> Iterator[SuiteDatabase]:
+def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[SuiteDatabase]:
+    """The server, its front and its pooler, stopped at exit (and by the server's watch if this
+    process dies first). `work_dir` holds the certificates; the server's own folder is a new
+    temporary one, removed at exit, unless `data_dir` names one to keep between runs."""
     if existing := os.environ.get("TEST_DATABASE_URL"):
         url = make_url(existing).set(drivername="postgresql+psycopg2")
         engine = sa.create_engine(url)
@@ -145,10 +151,11 @@ def session_database(work_dir: Path) -> Iterator[SuiteDatabase]:
         return
     bindir = choose_bindir()
     certificates = Certificates(work_dir)
-    server = new_server(bindir, certificates)
+    server = new_server(bindir, certificates, data_dir)
     with ExitStack() as stack:
+        if data_dir is None:
+            stack.callback(shutil.rmtree, server.root, ignore_errors=True)
         server.start()
-        stack.callback(shutil.rmtree, server.root, ignore_errors=True)
         stack.callback(server.stop)
         front = TlsFront(("127.0.0.1", server.port), certificates.cert_file, certificates.key_file)
         front.start()

@@ -1,0 +1,219 @@
+"""The databases of a test run: a template with the user's schema, and each test's database.
+
+Per pytest process (so per xdist worker), on the run's server:
+- a template, built once with the user's schema (`backend_schema`);
+- for transaction mode, one clone of it that no test ever commits to;
+- for database mode, a clone per test (CREATE DATABASE … TEMPLATE, about 20 ms), dropped after.
+Names carry a token of the run and the worker, so runs and workers sharing a server (xdist, or
+TEST_DATABASE_URL) never meet; all are dropped when the run ends.
+"""
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from dependency_injector import providers
+from sqlalchemy.engine import URL
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.container import Container, use_database
+from backend.testing.isolation import MAKERS, OuterTransaction
+from backend.testing.postgres import Endpoint, SuiteDatabase
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+Mode = Literal["transaction", "database"]
+Schema = Callable[["Engine"], None]
+
+
+@dataclass
+class TestDatabase:
+    """A test's database, and how its app reaches it.
+
+    `mode` "transaction": a database shared by the tests of this process, where the test's
+    sessions all join one transaction rolled back at its end; "database": a clone of the
+    template for this test alone, where commits are real. `url` is the endpoint the app gets:
+    the server (TLS, certificate verified), the TLS front (`backend_neon`) or PgBouncer in
+    transaction mode (`@pytest.mark.backend_pooler`).
+    """
+
+    __test__ = False  # not a test class, whatever pytest makes of its name
+
+    name: str
+    url: URL
+    mode: Mode
+    endpoint: Endpoint = "default"
+    _outer: OuterTransaction | None = field(default=None, repr=False)
+    _bound: list[tuple[Container, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def pooler(self) -> bool:
+        return self.endpoint == "pooler"
+
+    def bind(self, container: Container) -> None:
+        """Point `container` at this database, before its engines are built or used.
+
+        Database mode: `use_database()`, nothing else. Transaction mode: that, plus its four
+        session makers replaced by ones joining the test's transaction.
+        """
+        pooler_setting = container.config.database.pooler()
+        if self.pooler:
+            # What a Neon URL with -pooler in its host gets by itself: PgBouncer's rules.
+            container.config.database.pooler.from_value("pgbouncer")
+        use_database(container, self.url)
+        self._bound.append((container, pooler_setting))
+        if self.mode == "transaction":
+            outer = self._outer_transaction(container)
+            for name in MAKERS:
+                getattr(container, name).override(providers.Object(outer.makers[name]))
+
+    def unbind(self, container: Container) -> None:
+        """Undo bind(): the overrides made here go, the pooler setting comes back."""
+        for index, (bound, pooler_setting) in enumerate(self._bound):
+            if bound is container:
+                del self._bound[index]
+                if self.mode == "transaction":
+                    for name in MAKERS:
+                        getattr(container, name).reset_last_overriding()
+                container.config.database.pooler.from_value(pooler_setting)
+                return
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session of the test's own (to arrange or check), closed at exit.
+
+        In transaction mode it joins the test's transaction and sees what the app wrote; in
+        database mode it is a session on this database as the app would make it.
+        """
+        if self.mode == "transaction":
+            with self._outer_transaction().makers["session_maker"]() as session:
+                yield session
+            return
+        container = self._own_container()
+        try:
+            with container.session_maker()() as session:
+                yield session
+        finally:
+            container.engine().dispose()
+
+    @asynccontextmanager
+    async def async_session(self) -> AsyncIterator[AsyncSession]:
+        """The same as an AsyncSession, for async tests; what it opens, it closes on the
+        running event loop, whichever that is."""
+        if self.mode == "transaction":
+            async with self._outer_transaction().makers["async_session_maker"]() as session:
+                yield session
+            return
+        container = self._own_container()
+        try:
+            async with container.async_session_maker()() as session:
+                yield session
+        finally:
+            await container.async_engine().dispose()
+
+    def close(self) -> None:
+        """The end of the test: every bound container let go, the transaction rolled back."""
+        for container, _ in list(self._bound):
+            self.unbind(container)
+        if self._outer is not None:
+            self._outer.end()
+            self._outer = None
+
+    def _outer_transaction(self, container: Container | None = None) -> OuterTransaction:
+        if self._outer is None:
+            # Opened on the layer's own engine, so the connection is configured as the app's.
+            self._outer = OuterTransaction((container or self._own_container()).engine())
+        return self._outer
+
+    def _own_container(self) -> Container:
+        container = Container()
+        if self.pooler:
+            container.config.database.pooler.from_value("pgbouncer")
+        use_database(container, self.url)
+        return container
+
+
+@dataclass
+class Databases:
+    """The template and the clones of one pytest process, on `server`."""
+
+    server: SuiteDatabase
+    worker: str
+    token: str = field(default_factory=lambda: secrets.token_hex(4))
+    _template: str | None = None
+    _shared: str | None = None
+    _clones: int = 0
+    _made: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._admin = sa.create_engine(
+            self.server.admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+        )
+
+    def template(self, schema: Schema) -> str:
+        """The template database, built with `schema` on first call."""
+        if self._template is None:
+            name = self._name("template")
+            self._create(name)
+            engine = sa.create_engine(self.server.url(name), poolclass=sa.NullPool)
+            try:
+                schema(engine)
+            finally:
+                engine.dispose()
+            self._template = name
+        return self._template
+
+    def shared(self, schema: Schema) -> str:
+        """Transaction mode's database: one clone of the template, never committed to."""
+        if self._shared is None:
+            self._shared = self._clone(self.template(schema), self._name("shared"))
+        return self._shared
+
+    def clone(self, schema: Schema) -> str:
+        """A new clone of the template, for one test."""
+        self._clones += 1
+        return self._clone(self.template(schema), self._name(f"t{self._clones}"))
+
+    def drop(self, name: str) -> None:
+        with self._admin.connect() as connection:
+            # FORCE: the app's pools may still hold connections (PostgreSQL 13+).
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self._made:
+            self._made.remove(name)
+
+    def close(self) -> None:
+        """Drop every database this run made, the template last."""
+        for name in reversed(list(self._made)):
+            self.drop(name)
+        self._admin.dispose()
+
+    def _name(self, suffix: str) -> str:
+        return f"backend_{self.token}_{self.worker}_{suffix}"
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        with self._admin.connect() as connection:
+            connection.exec_driver_sql(statement)
+        self._made.append(name)
+
+    def _clone(self, template: str, name: str) -> str:
+        try:
+            self._create(name, template)
+        except sa.exc.OperationalError:
+            # "source database is being accessed by other users": a connection the schema
+            # hook left open. A template needs none; end them and clone again.
+            with self._admin.connect() as connection:
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": template},
+                )
+            self._create(name, template)
+        return name
