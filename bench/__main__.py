@@ -227,7 +227,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
-    with session_database(Path(tempfile.mkdtemp())) as database:
+    with tempfile.TemporaryDirectory() as work, session_database(Path(work)) as database:
         admin = sa.create_engine(database.admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.exec_driver_sql("CREATE DATABASE bench")
