@@ -83,8 +83,8 @@ def backend_server(pytestconfig: pytest.Config) -> Iterator[SuiteDatabase]:
             data_dir = _lock_kept_data_dir(pytestconfig, stack)
         try:
             server = stack.enter_context(session_database(work_dir, data_dir))
-        except MissingTestDependency as missing:
-            pytest.fail(str(missing), pytrace=False)
+        except MissingTestDependency as missing:  # said plainly: no traceback, chained or not
+            raise pytest.fail.Exception(str(missing), pytrace=False) from None
         yield server
 
 
