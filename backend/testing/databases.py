@@ -12,10 +12,11 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from dependency_injector import providers
+from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,11 +25,8 @@ from backend.container import Container, use_database
 from backend.testing.isolation import MAKERS, OuterTransaction
 from backend.testing.postgres import Endpoint, SuiteDatabase
 
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
 Mode = Literal["transaction", "database"]
-Schema = Callable[["Engine"], None]
+Schema = Callable[[Engine], None]
 
 
 @dataclass
@@ -48,6 +46,9 @@ class TestDatabase:
     url: URL
     mode: Mode
     endpoint: Endpoint = "default"
+    # Transaction mode: where the test's connection comes from. The run shares one engine
+    # (Databases.outer_engine), so a test takes a warm connection, not a new TLS handshake.
+    outer_engine: Engine | None = field(default=None, repr=False)
     _outer: OuterTransaction | None = field(default=None, repr=False)
     _bound: list[tuple[Container, Any]] = field(default_factory=list, repr=False)
 
@@ -68,7 +69,7 @@ class TestDatabase:
         use_database(container, self.url)
         self._bound.append((container, pooler_setting))
         if self.mode == "transaction":
-            outer = self._outer_transaction(container)
+            outer = self._outer_transaction()
             for name in MAKERS:
                 getattr(container, name).override(providers.Object(outer.makers[name]))
 
@@ -124,10 +125,11 @@ class TestDatabase:
             self._outer.end()
             self._outer = None
 
-    def _outer_transaction(self, container: Container | None = None) -> OuterTransaction:
+    def _outer_transaction(self) -> OuterTransaction:
         if self._outer is None:
-            # Opened on the layer's own engine, so the connection is configured as the app's.
-            self._outer = OuterTransaction((container or self._own_container()).engine())
+            if self.outer_engine is None:
+                self.outer_engine = self._own_container().engine()
+            self._outer = OuterTransaction(self.outer_engine)
         return self._outer
 
     def _own_container(self) -> Container:
@@ -147,6 +149,7 @@ class Databases:
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     _template: str | None = None
     _shared: str | None = None
+    _outer_engine: Engine | None = None
     _clones: int = 0
     _made: list[str] = field(default_factory=list)
 
@@ -174,6 +177,15 @@ class Databases:
             self._shared = self._clone(self.template(schema), self._name("shared"))
         return self._shared
 
+    def outer_engine(self, schema: Schema) -> Engine:
+        """The engine transaction mode's tests take their connection from: the layer's own
+        (so the connection is configured as the app's), on the shared database, for the run."""
+        if self._outer_engine is None:
+            container = Container()
+            use_database(container, self.server.url(self.shared(schema)))
+            self._outer_engine = container.engine()
+        return self._outer_engine
+
     def clone(self, schema: Schema) -> str:
         """A new clone of the template, for one test."""
         self._clones += 1
@@ -188,6 +200,8 @@ class Databases:
 
     def close(self) -> None:
         """Drop every database this run made, the template last."""
+        if self._outer_engine is not None:
+            self._outer_engine.dispose()
         for name in reversed(list(self._made)):
             self.drop(name)
         self._admin.dispose()

@@ -95,9 +95,27 @@ class OuterTransaction:
         }
 
     def end(self) -> None:
-        """Roll everything back and give the connection back."""
+        """Roll everything back and give the connection back, as clean as it came.
+
+        ROLLBACK undoes SET and temporary tables, not what lives in the server session:
+        advisory locks, SQL PREPAREs, LISTEN. DISCARD ALL ends those, so the next test, which
+        may get this connection from the pool, starts from nothing. A connection that fails
+        either is closed rather than pooled.
+        """
         try:
             if self.transaction.is_active:
                 self.transaction.rollback()
+            driver = self.connection.connection.dbapi_connection
+            assert driver is not None
+            driver.autocommit = True  # DISCARD ALL runs outside a transaction block only
+            cursor = driver.cursor()
+            try:
+                cursor.execute("DISCARD ALL")
+            finally:
+                cursor.close()
+                driver.autocommit = False
+        except Exception:
+            self.connection.invalidate()
+            raise
         finally:
             self.connection.close()

@@ -134,7 +134,10 @@ def backend_db(
             pytrace=False,
         )
     name = backend_databases.shared(backend_schema)
-    database = TestDatabase(name, backend_server.url(name), "transaction")
+    outer_engine = backend_databases.outer_engine(backend_schema)
+    database = TestDatabase(
+        name, backend_server.url(name), "transaction", outer_engine=outer_engine
+    )
     yield database
     database.close()
 

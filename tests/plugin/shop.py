@@ -93,6 +93,21 @@ def write_sql_through_a_read_session(name: str, session: ReadSessionDep) -> None
     session.exec(text("INSERT INTO item (name) VALUES (:name)").bindparams(name=name))
 
 
+@router.post("/lock")
+@inject
+def lock(session: SessionDep) -> None:
+    # Session-level: it outlives the transaction, and the connection goes back to a pool.
+    session.exec(text("SELECT pg_advisory_lock(42)"))
+    session.commit()
+
+
+@router.get("/locks")
+@inject
+def locks(session: ReadSessionDep) -> int:
+    held = session.exec(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"))
+    return held.scalar_one()
+
+
 @router.post("/tenant")
 @inject
 def set_tenant(tenant: str, session: SessionDep) -> None:

@@ -86,6 +86,24 @@ def test_sync_and_async_sessions_share_the_tests_transaction(pytester: pytest.Py
     run(pytester).assert_outcomes(passed=3)
 
 
+def test_server_session_state_does_not_outlive_its_test(pytester: pytest.Pytester) -> None:
+    """ROLLBACK does not release a session-level advisory lock; the next test, on the same
+    pooled connection, must not inherit it."""
+    pytester.makepyfile(
+        test_locks="""
+        import pytest
+
+
+        @pytest.mark.parametrize("round", range(2))
+        def test_lock(backend_client, round):
+            assert backend_client.get("/locks").json() == 0
+            backend_client.post("/lock")
+            assert backend_client.get("/locks").json() == 1
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
 def test_a_read_session_still_refuses_writes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_reads="""
