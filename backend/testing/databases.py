@@ -10,6 +10,7 @@ TEST_DATABASE_URL) never meet; all are dropped when the run ends.
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -142,7 +143,12 @@ class TestDatabase:
 
 @dataclass
 class Databases:
-    """The template and the clones of one pytest process, on `server`."""
+    """The template and the clones of one pytest process, on `server`.
+
+    Database mode's clones are made one ahead, and dropped, by a thread of their own: a clone
+    (CREATE DATABASE … TEMPLATE) and a drop cost tens of milliseconds, which then pass while
+    the previous test runs instead of in front of the next one.
+    """
 
     server: SuiteDatabase
     worker: str
@@ -152,11 +158,15 @@ class Databases:
     _outer_engine: Engine | None = None
     _clones: int = 0
     _made: list[str] = field(default_factory=list)
+    _next: "Future[str] | None" = None
 
     def __post_init__(self) -> None:
+        # Kept connections: a new one costs a TLS handshake and SCRAM, about as much as a
+        # clone. Pinged before use, since a test may restart the server under them.
         self._admin = sa.create_engine(
-            self.server.admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+            self.server.admin_url, isolation_level="AUTOCOMMIT", pool_size=2, pool_pre_ping=True
         )
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="backend-test-databases")
 
     def template(self, schema: Schema) -> str:
         """The template database, built with `schema` on first call."""
@@ -187,23 +197,29 @@ class Databases:
         return self._outer_engine
 
     def clone(self, schema: Schema) -> str:
-        """A new clone of the template, for one test."""
-        self._clones += 1
-        return self._clone(self.template(schema), self._name(f"t{self._clones}"))
+        """A new clone of the template, for one test; the next one is started meanwhile."""
+        template = self.template(schema)
+        ready, self._next = self._next, None
+        if ready is None:
+            ready = self._background.submit(self._new_clone, template)
+        self._next = self._background.submit(self._new_clone, template)
+        try:
+            return ready.result()
+        except sa.exc.DBAPIError:
+            # Made while the server was away (a test restarting it): once more, now.
+            return self._new_clone(template)
 
     def drop(self, name: str) -> None:
-        with self._admin.connect() as connection:
-            # FORCE: the app's pools may still hold connections (PostgreSQL 13+).
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self._made:
-            self._made.remove(name)
+        """Drop `name`, in the background (close() waits for it)."""
+        self._background.submit(self._drop, name)
 
     def close(self) -> None:
         """Drop every database this run made, the template last."""
+        self._background.shutdown(wait=True)  # the clone made ahead, and the drops queued
         if self._outer_engine is not None:
             self._outer_engine.dispose()
         for name in reversed(list(self._made)):
-            self.drop(name)
+            self._drop(name)
         self._admin.dispose()
 
     def _name(self, suffix: str) -> str:
@@ -215,12 +231,28 @@ class Databases:
             connection.exec_driver_sql(statement)
         self._made.append(name)
 
+    def _new_clone(self, template: str) -> str:
+        self._clones += 1
+        return self._clone(template, self._name(f"t{self._clones}"))
+
+    def _drop(self, name: str) -> None:
+        try:
+            with self._admin.connect() as connection:
+                # FORCE: the app's pools may still hold connections (PostgreSQL 13+).
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except sa.exc.DBAPIError:
+            return  # the server is away (a test stopped it): close() tries again
+        if name in self._made:
+            self._made.remove(name)
+
     def _clone(self, template: str, name: str) -> str:
         try:
             self._create(name, template)
-        except sa.exc.OperationalError:
-            # "source database is being accessed by other users": a connection the schema
-            # hook left open. A template needs none; end them and clone again.
+        except sa.exc.OperationalError as error:
+            if "being accessed by other users" not in str(error):
+                raise
+            # A connection the schema hook left open on the template: a template needs
+            # none. End them and clone again.
             with self._admin.connect() as connection:
                 connection.execute(
                     sa.text(

@@ -34,6 +34,7 @@ def temp_folder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="backend-plugin-test-"))
     folder.chmod(0o755)  # as root, the server's user must pass through it, as through /tmp
     monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setenv("BACKEND_TEST_TMPDIR", str(folder))  # the server too, not in /dev/shm
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
