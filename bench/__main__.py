@@ -1,6 +1,6 @@
 """`python -m bench`: measure the layer against the tutorial baseline, in one run, as ratios.
 
-It starts the test suite's Neon stand-in (a TLS-only PostgreSQL and the TLS front), serves
+It starts the Neon stand-in of backend.testing (a TLS-only PostgreSQL and the TLS front), serves
 bench/app.py with uvicorn (one worker), and drives it with wrk. Runs are interleaved (A B A B…)
 so that drift on a noisy machine falls on every route alike; each figure is the median of the
 rounds. Parts whose tools are missing are skipped, saying so.
@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
 from backend.embedded import free_port
-from tests.standin.postgres import SuiteDatabase, session_database
+from backend.testing.postgres import SuiteDatabase, session_database
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ["/baseline", "/sync", "/async", "/read", "/async-read", "/bare-async"]
@@ -227,7 +227,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
-    with session_database(Path(tempfile.mkdtemp())) as database:
+    with tempfile.TemporaryDirectory() as work, session_database(Path(work)) as database:
         admin = sa.create_engine(database.admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.exec_driver_sql("CREATE DATABASE bench")

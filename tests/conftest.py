@@ -2,19 +2,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
-from sqlmodel import SQLModel
 
 from backend.container import Container
 from backend.db import session as session_module
 from backend.main import create_app
-from tests.standin.postgres import SuiteDatabase, session_database
+from backend.testing.databases import TestDatabase
+from backend.testing.postgres import SuiteDatabase
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +26,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     session_module.forget_default_container()
 
 
+# The suite runs on backend.testing's plugin, as a user's suite does (README, "Testing your
+# app"); these names are the suite's own for its fixtures.
+
+
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuiteDatabase]:
-    with session_database(tmp_path_factory.mktemp("certificates")) as database:
-        yield database
+def postgres(backend_server: SuiteDatabase) -> SuiteDatabase:
+    """The run's server, its TLS front and its PgBouncer (backend_server)."""
+    return backend_server
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +47,10 @@ def admin_engine(postgres: SuiteDatabase) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def database_name(postgres: SuiteDatabase, admin_engine: sa.Engine) -> Iterator[str]:
-    """A fresh database for this test (a clone of template1, ~20 ms), with the tests' tables."""
-    name = f"test_{uuid4().hex[:12]}"
-    with admin_engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine = sa.create_engine(postgres.url(name), poolclass=sa.NullPool)
-    SQLModel.metadata.create_all(engine)
-    engine.dispose()
-    yield name
-    with admin_engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+def database_name(backend_transactional_db: TestDatabase) -> str:
+    """A fresh database for this test, with the tests' tables: a clone of the plugin's
+    template (database mode), dropped after the test."""
+    return backend_transactional_db.name
 
 
 @pytest.fixture

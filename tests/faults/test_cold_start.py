@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from backend.testing.front import TlsFront
+from backend.testing.postgres import SuiteDatabase
 from tests.faults.service import Load, assert_nothing_lost, running_service, wait_until
-from tests.standin.front import TlsFront
-from tests.standin.postgres import SuiteDatabase
 
 
 @pytest.fixture

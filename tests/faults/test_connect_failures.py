@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from backend.testing.postgres import SuiteDatabase
 from tests.faults.service import running_service
-from tests.standin.postgres import SuiteDatabase
 
 CONNECT_TIMEOUT = 2
 

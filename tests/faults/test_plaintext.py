@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from backend.container import Container
 from backend.main import create_app
 from backend.settings import ConfigurationError
-from tests.standin.postgres import Endpoint, SuiteDatabase
+from backend.testing.postgres import Endpoint, SuiteDatabase
 
 SECRET = "pl41ntext-S3cret"
 

@@ -9,8 +9,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.container import Container
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import use_database
-from tests.standin.postgres import SuiteDatabase
 
 STATEMENTS = 1000
 POOL = {"pool_size": 30, "max_overflow": 0, "pool_timeout": 60}  # more clients than servers (20)

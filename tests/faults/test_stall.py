@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
 from backend.container import Container
+from backend.testing.front import TlsFront
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import use_database
 from tests.faults.service import running_service
-from tests.standin.front import TlsFront
-from tests.standin.postgres import SuiteDatabase
 
 TIMEOUT = 2
 SETTINGS = {"statement_timeout": str(TIMEOUT), "connect_timeout": str(TIMEOUT)}

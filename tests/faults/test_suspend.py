@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy.engine import URL
 
+from backend.testing.postgres import SuiteDatabase
 from tests.faults.service import Load, assert_nothing_lost, running_service
-from tests.standin.postgres import SuiteDatabase
 
 
 @pytest.mark.parametrize("endpoint", ["direct", "pooler"])

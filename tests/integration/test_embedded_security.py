@@ -26,8 +26,8 @@ from backend.embedded import (
     free_port,
     has_tls,
 )
+from backend.testing.postgres import Certificates, choose_bindir, new_server
 from tests.conftest import project_root
-from tests.standin.postgres import Certificates, choose_bindir, new_server
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="only root hands folders to another user (and only root can test it)"

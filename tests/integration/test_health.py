@@ -13,8 +13,8 @@ from sqlalchemy.engine import URL
 from backend.container import Container
 from backend.embedded import PostgresServer, has_tls
 from backend.main import create_app
+from backend.testing.postgres import Certificates, SuiteDatabase, choose_bindir, new_server
 from tests.conftest import use_database
-from tests.standin.postgres import Certificates, SuiteDatabase, choose_bindir, new_server
 
 
 def test_health_reports_the_database(client: TestClient, postgres: SuiteDatabase) -> None:

@@ -21,10 +21,10 @@ from backend.container import (
     SessionDep,
 )
 from backend.db.readonly import ReadOnlyError
+from backend.testing.front import TlsFront
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
-from tests.standin.front import TlsFront
-from tests.standin.postgres import SuiteDatabase
 
 router = APIRouter()
 ONE = sa.text("SELECT 1")

@@ -17,8 +17,8 @@ from sqlalchemy.engine import URL
 
 from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import serving, use_database
-from tests.standin.postgres import SuiteDatabase
 
 
 @pytest.fixture(autouse=True)

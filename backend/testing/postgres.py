@@ -1,4 +1,4 @@
-"""The suite's Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
+"""The Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
 
     client ──TLS──> PostgreSQL (TLS-only)                "direct", when the build has OpenSSL
     client ──TLS──> TlsFront ──plaintext──> PostgreSQL   "front": cold starts, latency, drops
@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
-import trustme
 from sqlalchemy.engine import URL, make_url
 
 from backend.embedded import PostgresServer, embedded_bindir, has_tls
-from tests.standin.front import TlsFront
-from tests.standin.pgbouncer import PgBouncer, pgbouncer_binary
+from backend.testing.front import TlsFront
+from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 
 Endpoint = Literal["default", "direct", "front", "pooler"]
 FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
@@ -92,7 +91,7 @@ class Certificates:
     """A throwaway CA and a server certificate for 127.0.0.1, as files."""
 
     def __init__(self, folder: Path) -> None:
-        self.authority = trustme.CA()
+        self.authority = trustme().CA()
         server = self.authority.issue_cert("127.0.0.1", "localhost")
         self.ca_file = folder / "ca.pem"
         self.cert_file = folder / "server.crt"
@@ -102,9 +101,49 @@ class Certificates:
         server.private_key_pem.write_to_path(str(self.key_file))
 
 
-def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServer:
+# A throwaway cluster belongs in memory: CREATE DATABASE … TEMPLATE took 9-11 ms on tmpfs
+# and 68-72 ms on this project's disk (fsync off either way), and a test in database mode pays
+# it each time. Only where tmpfs has room for a few clusters (Docker's /dev/shm is 64 MB).
+MEMORY_FOLDER = Path("/dev/shm")  # noqa: S108 (a mkdtemp inside it: private from birth)
+MEMORY_NEEDED = 1 << 30
+
+
+def scratch_folder() -> str:
+    """Where a temporary server goes: BACKEND_TEST_TMPDIR if set, else /dev/shm when it is
+    there with 1 GiB free, else the temporary folder."""
+    if configured := os.environ.get("BACKEND_TEST_TMPDIR"):
+        return configured
+    try:
+        room = os.statvfs(MEMORY_FOLDER)
+    except OSError:
+        return tempfile.gettempdir()
+    if room.f_bavail * room.f_frsize >= MEMORY_NEEDED and os.access(MEMORY_FOLDER, os.W_OK):
+        return str(MEMORY_FOLDER)
+    return tempfile.gettempdir()
+
+
+def trustme() -> Any:
+    """trustme, imported when certificates are made: it is a test-time dependency only."""
+    try:
+        import trustme
+    except ImportError:
+        raise MissingTestDependency(
+            "backend.testing makes its TLS certificates with trustme, which is not installed: "
+            "pip install 'backend[testing]' (or add trustme to your test dependencies)"
+        ) from None
+    return trustme
+
+
+class MissingTestDependency(RuntimeError):
+    """A package backend.testing needs at test time is not installed."""
+
+
+def new_server(
+    bindir: Path, certificates: Certificates | None, root: Path | None = None
+) -> PostgresServer:
+    """A server in `root` (kept), or in a new temporary folder (the caller removes it)."""
     # Not under pytest's tmp_path: that sits in a 0700 folder the server's user cannot reach.
-    root = Path(tempfile.mkdtemp(prefix="backend-test-pg-"))
+    root = root or Path(tempfile.mkdtemp(prefix="backend-test-pg-", dir=scratch_folder()))
     tls = (
         (certificates.cert_file, certificates.key_file)
         if certificates and has_tls(bindir)
@@ -117,7 +156,10 @@ def new_server(bindir: Path, certificates: Certificates | None) -> PostgresServe
 
 
 @contextmanager
-def session_database(work_dir: Path) -> Iterator[SuiteDatabase]:
+def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[SuiteDatabase]:
+    """The server, its front and its pooler, stopped at exit (and by the server's watch if this
+    process dies first). `work_dir` holds the certificates; the server's own folder is a new
+    temporary one, removed at exit, unless `data_dir` names one to keep between runs."""
     if existing := os.environ.get("TEST_DATABASE_URL"):
         url = make_url(existing).set(drivername="postgresql+psycopg2")
         engine = sa.create_engine(url)
@@ -130,10 +172,11 @@ def session_database(work_dir: Path) -> Iterator[SuiteDatabase]:
         return
     bindir = choose_bindir()
     certificates = Certificates(work_dir)
-    server = new_server(bindir, certificates)
+    server = new_server(bindir, certificates, data_dir)
     with ExitStack() as stack:
+        if data_dir is None:
+            stack.callback(shutil.rmtree, server.root, ignore_errors=True)
         server.start()
-        stack.callback(shutil.rmtree, server.root, ignore_errors=True)
         stack.callback(server.stop)
         front = TlsFront(("127.0.0.1", server.port), certificates.cert_file, certificates.key_file)
         front.start()

@@ -1,0 +1,1 @@
+"""A sample service on backend: ten tables, written and read through every session alias."""
