@@ -1,9 +1,11 @@
 """`python -m bench`: measure the layer against the tutorial baseline, in one run, as ratios.
 
 It starts the Neon stand-in of backend.testing (a TLS-only PostgreSQL and the TLS front), serves
-bench/app.py with uvicorn (one worker), and drives it with wrk. Runs are interleaved (A B A B…)
-so that drift on a noisy machine falls on every route alike; each figure is the median of the
-rounds. Parts whose tools are missing are skipped, saying so.
+bench/app.py with uvicorn (one worker), and drives it with wrk: throughput straight to
+PostgreSQL over TLS (no Python proxy on the cores it measures), round trips, WAN latency and
+the first request through the front. Runs are interleaved (A B A B…) so that drift on a noisy
+machine falls on every route alike; each figure is the median of the rounds. Parts whose
+tools are missing are skipped, saying so.
 """
 
 import argparse
@@ -93,9 +95,10 @@ def wrk(port: int, route: str, connections: int, seconds: int) -> Run:
 def served(url: URL, routes: list[str]) -> Iterator[dict[str, int]]:
     """bench/app.py under uvicorn (one worker) on DATABASE_URL=url: one process per route.
 
-    A process each, because a route can wedge its server: the tutorial baseline deadlocks at
-    c=64 (its sync dependency needs a threadpool worker to close the session, and every worker
-    waits for a connection that such a session holds) and would stall whatever ran next on it.
+    A process each, because a route can stall its server: the tutorial baseline returns
+    `int`, so FastAPI validates that in its threadpool after the route while the request still
+    holds its connection; at c >= 40 workers + pool size every worker can be a route waiting
+    for a connection, and nothing moves until pool_timeout. It would stall what ran next.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = url.render_as_string(hide_password=False)
