@@ -1,13 +1,14 @@
 """`python -m bench`: measure the layer against the tutorial baseline, in one run, as ratios.
 
 It starts the Neon stand-in of backend.testing (a TLS-only PostgreSQL and the TLS front), serves
-bench/app.py with uvicorn (one worker), and drives it with wrk. Runs are interleaved (A B A B…)
-so that drift on a noisy machine falls on every route alike; each figure is the median of the
-rounds. Parts whose tools are missing are skipped, saying so.
+bench/app.py with uvicorn (one worker), and drives it with wrk: throughput straight to
+PostgreSQL over TLS (no Python proxy on the cores it measures), round trips, WAN latency and
+the first request through the front. Runs are interleaved (A B A B…) so that drift on a noisy
+machine falls on every route alike; each figure is the median of the rounds. Parts whose
+tools are missing are skipped, saying so.
 """
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -30,6 +32,7 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import free_port
 from backend.testing.postgres import SuiteDatabase, session_database
+from bench.app import LARGE_POOL
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ["/baseline", "/sync", "/async", "/read", "/async-read", "/bare-async"]
@@ -41,6 +44,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    max_ms: float = float("nan")
 
 
 def parse_wrk(output: str) -> Run:
@@ -57,7 +61,13 @@ def parse_wrk(output: str) -> Run:
     errors = (int(failed.group(1)) if failed else 0) + (int(timeouts.group(1)) if timeouts else 0)
     if "Latency Distribution" not in output:  # not one request answered
         return Run(float(rate.group(1)), float("nan"), float("nan"), errors)
-    return Run(float(rate.group(1)), milliseconds("50"), milliseconds("99"), errors)
+    latency = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", output, re.MULTILINE)
+    longest = (
+        float(latency.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[latency.group(2)]
+        if latency
+        else float("nan")
+    )
+    return Run(float(rate.group(1)), milliseconds("50"), milliseconds("99"), errors, longest)
 
 
 def wrk(port: int, route: str, connections: int, seconds: int) -> Run:
@@ -68,6 +78,10 @@ def wrk(port: int, route: str, connections: int, seconds: int) -> Run:
             f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
+            # Past pool_timeout (30 s): a request that waits is measured, not cut off at
+            # wrk's default 2 s and counted as an error.
+            "--timeout",
+            "40s",
             f"http://127.0.0.1:{port}{route}",
         ],
         capture_output=True,
@@ -81,9 +95,10 @@ def wrk(port: int, route: str, connections: int, seconds: int) -> Run:
 def served(url: URL, routes: list[str]) -> Iterator[dict[str, int]]:
     """bench/app.py under uvicorn (one worker) on DATABASE_URL=url: one process per route.
 
-    A process each, because a route can wedge its server: the tutorial baseline deadlocks at
-    c=64 (its sync dependency needs a threadpool worker to close the session, and every worker
-    waits for a connection that such a session holds) and would stall whatever ran next on it.
+    A process each, because a route can stall its server: the tutorial baseline returns
+    `int`, so FastAPI validates that in its threadpool after the route while the request still
+    holds its connection; at c >= 40 workers + pool size every worker can be a route waiting
+    for a connection, and nothing moves until pool_timeout. It would stall what ran next.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = url.render_as_string(hide_password=False)
@@ -133,6 +148,7 @@ def interleaved(
             statistics.median(run.p50_ms for run in done),
             statistics.median(run.p99_ms for run in done),
             sum(run.errors for run in done),
+            max(run.max_ms for run in done),
         )
         for route, done in runs.items()
     }
@@ -142,16 +158,20 @@ def print_http_table(title: str, results: dict[str, Run], baseline: str = "/base
     base = results[baseline]
 
     def ratio(ours: float, theirs: float) -> str:
-        return f"{ours / theirs:.2f}" if theirs and theirs == theirs else "inf"
+        # A stalled baseline answered nothing: no ratio to show.
+        return f"{ours / theirs:.2f}" if base.requests_per_second and theirs else "-"
 
     print(f"\n{title}")
     print(
-        f"  {'route':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s x':>8} "
+        f"  {'route':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s x':>8} "
         f"{'p50 x':>7} {'p99 x':>7} {'errors':>6}"
     )
     for route, run in results.items():
+        if not run.requests_per_second:
+            print(f"  {route:16} {0:9.0f}  stalled: no request answered ({run.errors} errors)")
+            continue
         print(
-            f"  {route:12} {run.requests_per_second:9.0f} {run.p50_ms:8.2f} {run.p99_ms:8.2f} "
+            f"  {route:16} {run.requests_per_second:9.0f} {run.p50_ms:8.2f} {run.p99_ms:8.2f} "
             f"{ratio(run.requests_per_second, base.requests_per_second):>8} "
             f"{ratio(run.p50_ms, base.p50_ms):>7} {ratio(run.p99_ms, base.p99_ms):>7} "
             f"{run.errors:6}"
@@ -177,32 +197,31 @@ def round_trips(database: SuiteDatabase, name: str) -> dict[str, float]:
     return counts
 
 
-def cold_path(url: URL) -> tuple[float, float, float]:
-    """Seconds to import backend.main and build the container (no connection can be opened:
-    the socket module refuses), and to the first and second request on an idle pool."""
-    program = (
-        "import socket, time\n"
-        "socket.socket.connect = None\n"
-        "started = time.perf_counter()\n"
-        "import backend.main\n"
-        "from backend.container import Container\n"
-        "Container().settings()\n"
-        "print(time.perf_counter() - started)\n"
-    )
-    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
-    imports = [
-        float(
-            subprocess.run(
-                [sys.executable, "-c", program],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            ).stdout
+COLD_BASE = "import fastapi, sqlmodel"
+COLD_OURS = "import backend.main\nfrom backend.container import Container\nContainer().settings()"
+
+
+def cold_path(url: URL, runs: int = 7) -> tuple[float, float, float, float]:
+    """Seconds to import fastapi + sqlmodel alone, and to import backend.main and build the
+    container (no connection can be opened: the socket module refuses), each the median of
+    fresh interpreters run alternately; then the first and second request on an idle pool."""
+
+    def timed(code: str) -> float:
+        program = (
+            "import socket, time\nsocket.socket.connect = None\n"
+            f"started = time.perf_counter()\n{code}\nprint(time.perf_counter() - started)\n"
         )
-        for _ in range(5)
-    ]
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=env, capture_output=True, text=True,
+            check=True, cwd=ROOT,
+        )  # fmt: skip
+        return float(result.stdout)
+
+    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+    base, ours = [], []
+    for _ in range(runs):
+        base.append(timed(COLD_BASE))
+        ours.append(timed(COLD_OURS))
     os.environ["DATABASE_URL"] = env["DATABASE_URL"]
     from bench.app import build
 
@@ -214,7 +233,100 @@ def cold_path(url: URL) -> tuple[float, float, float]:
         client.get("/sync").raise_for_status()
         second = time.perf_counter() - started
     del os.environ["DATABASE_URL"]
-    return statistics.median(imports), first, second
+    return statistics.median(base), statistics.median(ours), first, second
+
+
+@dataclass
+class Target:
+    name: str
+    goal: str
+    measured: float | None  # None: not measured in this run
+    met: bool
+    note: str = ""
+
+    def line(self) -> str:
+        figure = "skipped" if self.measured is None else f"{self.measured:.2f}"
+        if self.note:
+            figure = self.note
+        verdict = (
+            "" if self.measured is None and not self.note else ("met" if self.met else "NOT MET")
+        )
+        return f"  {self.name:60} {self.goal:>8} {figure:>8}  {verdict}"
+
+
+def at_least(name: str, goal: float, measured: float | None) -> Target:
+    met = measured is not None and measured >= goal
+    return Target(name, f">= {goal:.2f}", measured, met)
+
+
+def at_most(name: str, goal: float, measured: float | None) -> Target:
+    met = measured is not None and measured <= goal
+    return Target(name, f"<= {goal:.2f}", measured, met)
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs and theirs == theirs else float("inf")
+
+
+SCALING = (1, 4, 16, 64, 256)
+THROUGHPUT_ROUTES = [
+    "/baseline", "/baseline-large", "/sync", "/async", "/read", "/async-read", "/bare-async",
+]  # fmt: skip
+
+
+def scaling(database: SuiteDatabase, seconds: int) -> dict[str, dict[int, Run]]:
+    """req/s, p99 and the longest wait of SessionDep and AsyncSessionDep at each load, on the
+    default pool of 10 (5 + 5 overflow)."""
+    table: dict[str, dict[int, Run]] = {"/sync": {}, "/async": {}}
+    with served(database.url("bench"), list(table)) as ports:
+        for connections in SCALING:
+            for route, port in ports.items():
+                table[route][connections] = wrk(port, route, connections, seconds)
+    return table
+
+
+def print_scaling(table: dict[str, dict[int, Run]], pool_timeout_ms: float) -> None:
+    print("\nscaling on a pool of 10 (5 + 5), uvicorn 1 worker")
+    print(
+        f"  {'route':8} {'c':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>6}"
+    )
+    for route, runs in table.items():
+        for connections, run in runs.items():
+            print(
+                f"  {route:8} {connections:4} {run.requests_per_second:8.0f} {run.p50_ms:8.2f} "
+                f"{run.p99_ms:8.2f} {run.max_ms:8.1f} {run.errors:6}"
+            )
+    longest = max(run.max_ms for runs in table.values() for run in runs.values())
+    print(f"  longest wait {longest:.0f} ms; pool_timeout {pool_timeout_ms:.0f} ms")
+
+
+def plot_scaling(table: dict[str, dict[int, Run]], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]'): plot skipped"
+    figure, (rate, tail) = plt.subplots(1, 2, figsize=(10, 4))
+    names = {"/sync": "SessionDep", "/async": "AsyncSessionDep"}
+    for route, runs in table.items():
+        levels = list(runs)
+        rate.plot(levels, [runs[c].requests_per_second for c in levels], "o-", label=names[route])
+        tail.plot(levels, [runs[c].p99_ms for c in levels], "o-", label=names[route])
+    for axis, label in ((rate, "req/s"), (tail, "p99 latency, ms")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(list(SCALING), [str(c) for c in SCALING])
+        axis.set_xlabel("concurrent clients (wrk -c)")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    tail.set_yscale("log")
+    figure.suptitle("SELECT 1 through the session, pool of 10, one uvicorn worker")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return f"plot saved: {path.relative_to(ROOT)}"
 
 
 def main() -> None:
@@ -225,68 +337,176 @@ def main() -> None:
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} before the run"
     )
+    print("versions: " + ", ".join(f"{name} {version(name)}" for name in VERSIONS))
+    targets: list[Target] = []
+
+    from bench.overhead import PROFILED, measure_overhead, print_overhead
+
+    costs, profile = measure_overhead(5000, PROFILED)
+    print_overhead(costs)
+    print(profile)
+
     with tempfile.TemporaryDirectory() as work, session_database(Path(work)) as database:
         admin = sa.create_engine(database.admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.exec_driver_sql("CREATE DATABASE bench")
-            version = connection.exec_driver_sql("SHOW server_version").scalar()
+            version_ = connection.exec_driver_sql("SHOW server_version").scalar()
         admin.dispose()
-        print(f"PostgreSQL {version} (TLS {'direct' if database.direct_tls else 'via front'})")
+        print(
+            f"PostgreSQL {version_} (throughput: TLS "
+            f"{'direct' if database.direct_tls else 'via front'})"
+        )
 
         trips = round_trips(database, "bench")
         print("\nround trips per warm request (client-to-server flights at the TLS front)")
         for route, count in trips.items():
             print(f"  {route:12} {count:5.2f}")
 
-        imports, first, second = cold_path(database.url("bench"))
+        base, ours, first, second = cold_path(database.url("bench"))
+        cold = ours / base
         print(
-            f"\ncold path: import backend.main + Container() {imports * 1000:.0f} ms "
-            f"(no connection opened); first request on an idle pool {first * 1000:.1f} ms, "
-            f"the next {second * 1000:.1f} ms"
+            f"\ncold path: import fastapi + sqlmodel {base * 1000:.0f} ms; import backend.main "
+            f"+ Container() {ours * 1000:.0f} ms ({cold:.2f}x, no connection opened); first "
+            f"request on an idle pool {first * 1000:.1f} ms, the next {second * 1000:.1f} ms"
         )
 
+        results: dict[int, dict[str, Run]] = {}
+        wan: dict[int, dict[str, Run]] = {}
+        table: dict[str, dict[int, Run]] = {}
         if not shutil.which("wrk"):
             print("\nwrk is not installed (apt-get install wrk): HTTP benchmarks skipped")
-            return
-        results = {}
-        for connections in (16, 64):
-            with served(database.url("bench"), ROUTES) as ports:  # fresh, for each load
-                results[connections] = interleaved(ports, connections, args.seconds, args.rounds)
+        else:
+            for connections in (16, 64):
+                routes = THROUGHPUT_ROUTES + (["/baseline-untyped"] if connections == 64 else [])
+                # Straight to PostgreSQL over TLS: no Python proxy on the cores being measured.
+                with served(database.url("bench", "direct"), routes) as ports:  # fresh per load
+                    results[connections] = interleaved(
+                        ports, connections, args.seconds, args.rounds
+                    )
                 print_http_table(
-                    f"loopback, c={connections}, uvicorn 1 worker", results[connections]
+                    f"TLS straight to PostgreSQL, c={connections}, uvicorn 1 worker, pool 10 "
+                    f"(/baseline-large: pool {LARGE_POOL})",
+                    results[connections],
                 )
-        assert database.front is not None
-        database.front.latency = 0.001
-        wan = {}
-        with served(database.url("bench", "front"), ROUTES[:5]) as ports:
-            for connections in (1, 4):
-                wan[connections] = interleaved(ports, connections, args.seconds, args.rounds)
-                print_http_table(
-                    f"WAN mode (TLS front, 1 ms each way), c={connections}", wan[connections]
-                )
-        database.front.latency = 0
+            assert database.front is not None
+            database.front.latency = 0.001
+            with served(database.url("bench", "front"), ROUTES[:5]) as ports:
+                for connections in (1, 4):
+                    wan[connections] = interleaved(ports, connections, args.seconds, args.rounds)
+                    print_http_table(
+                        f"WAN mode (TLS front, 1 ms each way), c={connections}", wan[connections]
+                    )
+            database.front.latency = 0
+            table = scaling(database, args.seconds)
+            print_scaling(table, 30_000)
+            print(plot_scaling(table, ROOT / "bench" / "scaling.png"))
 
-        def rps(c: int, route: str) -> float:
-            return results[c][route].requests_per_second
+    def rps(c: int, route: str) -> float | None:
+        return results[c][route].requests_per_second if c in results else None
 
-        summary = {
-            "sync_vs_baseline_rps": {
-                c: rps(c, "/sync") / rps(c, "/baseline") if rps(c, "/baseline") else "inf"
-                for c in results
-            },
-            "async_vs_sync_rps_c64": results[64]["/async"].requests_per_second
-            / results[64]["/sync"].requests_per_second,
-            "async_vs_bare_rps_c64": results[64]["/async"].requests_per_second
-            / results[64]["/bare-async"].requests_per_second,
-            "wan_sync_p50_vs_baseline": {
-                c: wan[c]["/sync"].p50_ms / wan[c]["/baseline"].p50_ms for c in wan
-            },
-            "wan_read_p50_vs_baseline_c1": wan[1]["/read"].p50_ms / wan[1]["/baseline"].p50_ms,
-        }
-        print("\nratios against the targets")
-        print(json.dumps(summary, indent=2))
+    def over(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else ratio(a, b)
+
+    for c in (16, 64):
+        halted = rps(c, "/baseline") == 0
+        targets.append(
+            Target(
+                f"SessionDep / tutorial, req/s, c={c}", ">= 1.15", None, True, "tutorial stalled"
+            )
+            if halted
+            else at_least(
+                f"SessionDep / tutorial, req/s, c={c}",
+                1.15,
+                over(rps(c, "/sync"), rps(c, "/baseline")),
+            )
+        )
+        targets.append(
+            at_least(
+                f"SessionDep / tutorial on a pool of {LARGE_POOL}, req/s, c={c}",
+                1.15,
+                over(rps(c, "/sync"), rps(c, "/baseline-large")),
+            )
+        )
+    targets.append(
+        at_least(
+            "AsyncSessionDep / bare connection, req/s, c=64",
+            0.85,
+            over(rps(64, "/async"), rps(64, "/bare-async")),
+        )
+    )
+    targets.append(
+        at_least(
+            "AsyncSessionDep / SessionDep, req/s, c=64",
+            1.3,
+            over(rps(64, "/async"), rps(64, "/sync")),
+        )
+    )
+    p50 = {c: {r: wan[c][r].p50_ms for r in wan[c]} for c in wan}
+    targets.append(
+        at_most(
+            "WAN p50 c=1: SessionDep / tutorial (pre-ping)",
+            0.75,
+            over(p50.get(1, {}).get("/sync"), p50.get(1, {}).get("/baseline")),
+        )
+    )
+    targets.append(
+        at_most(
+            "WAN p50 c=1: ReadSessionDep / tutorial",
+            0.45,
+            over(p50.get(1, {}).get("/read"), p50.get(1, {}).get("/baseline")),
+        )
+    )
+    targets.append(
+        at_most(
+            "WAN p50 c=1: AsyncReadSessionDep / tutorial",
+            0.45,
+            over(p50.get(1, {}).get("/async-read"), p50.get(1, {}).get("/baseline")),
+        )
+    )
+    scaled = [run for runs in table.values() for run in runs.values()]
+    targets.append(
+        at_most(
+            "scaling c=1..256, pool 10: errors",
+            0,
+            float(sum(r.errors for r in scaled)) if scaled else None,
+        )
+    )
+    targets.append(
+        at_most(
+            "scaling: longest wait / pool_timeout (30 s)",
+            1.0,
+            max(r.max_ms for r in scaled) / 30_000 if scaled else None,
+        )
+    )
+    targets.append(at_most("cold path: backend.main + Container() / fastapi + sqlmodel", 1.3, cold))
+    if 64 in results:
+        stalled = results[64]["/baseline"]
+        print(
+            f"\ntutorial at c=64 on the pool of 10: {stalled.requests_per_second:.0f} req/s, "
+            f"{stalled.errors} errors (returns int: FastAPI validates it in the threadpool); "
+            f"the same without a return annotation: "
+            f"{results[64]['/baseline-untyped'].requests_per_second:.0f} req/s"
+        )
+    print("\ntargets (ratios from this one run)")
+    print(f"  {'':60} {'target':>8} {'measured':>8}")
+    for target in targets:
+        print(target.line())
+
+
+VERSIONS = (
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "sqlmodel",
+    "dependency-injector",
+    "psycopg2-binary",
+    "asyncpg",
+    "uvicorn",
+    "anyio",
+)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from backend.container import (
 from backend.main import create_app
 
 ONE = sa.text("SELECT 1")
+LARGE_POOL = 64  # connections for /baseline-large: as many as the largest load it meets
 router = APIRouter()
 
 
@@ -31,8 +32,26 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_large_db(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.large_engine) as session:
+        yield session
+
+
 @router.get("/baseline")
 def baseline(session: Session = Depends(get_db)) -> int:
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/baseline-large")
+def baseline_large_pool(session: Session = Depends(get_large_db)) -> int:
+    # The same, on a pool as large as the load (64): it cannot run out of connections.
+    return int(session.scalar(ONE) or 0)
+
+
+@router.get("/baseline-untyped", response_model=None)
+def baseline_untyped(session: Session = Depends(get_db)):  # type: ignore[no-untyped-def]
+    # No return annotation, no response model: FastAPI has nothing to validate in its
+    # threadpool after the route, so nothing that holds a connection needs a worker.
     return int(session.scalar(ONE) or 0)
 
 
@@ -84,8 +103,17 @@ def build() -> FastAPI:
                 pool_recycle=settings.pool_recycle,
                 pool_pre_ping=True,
             )
+            app.state.large_engine = sa.create_engine(
+                container.engine().url,
+                pool_size=settings.pool_size,
+                max_overflow=max(LARGE_POOL - settings.pool_size, 0),
+                pool_timeout=settings.pool_timeout,
+                pool_recycle=settings.pool_recycle,
+                pool_pre_ping=True,
+            )
             yield
             app.state.baseline_engine.dispose()
+            app.state.large_engine.dispose()
 
     app.router.lifespan_context = lifespan
     app.include_router(router)

@@ -89,6 +89,7 @@ CurrentUser = Annotated[dict[str, Any], Depends(get_current_user)]
 CurrentUserAsync = Annotated[dict[str, Any], Depends(get_current_user_async)]
 router = APIRouter()
 stashed: list[Session] = []
+async_stashed: list[AsyncSession] = []
 
 
 @router.get("/sync/who")
@@ -184,6 +185,19 @@ def stash(session: SessionDep) -> None:
     stashed.append(session)
 
 
+@router.get("/async/stash/{used}")
+@inject
+async def stash_async(used: bool, session: AsyncSessionDep) -> None:
+    if used:
+        await session.commit()  # leaves no transaction: closed without a ROLLBACK
+    async_stashed.append(session)
+
+
+@router.get("/async/stashed")
+async def use_stashed_async() -> None:
+    await async_stashed[-1].scalar(sa.text("SELECT 1"))
+
+
 @router.get("/sync/stashed")
 def use_stashed() -> None:
     stashed[-1].scalar(sa.text("SELECT 1"))
@@ -268,6 +282,19 @@ def test_a_session_used_after_its_request_fails_loudly(app: FastAPI, container: 
         with pytest.raises(InvalidRequestError, match="permanently closed"):
             client.get("/sync/stashed")
     assert container.engine().pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("endpoint_url", ["direct"], indirect=True)
+@pytest.mark.parametrize("used", [False, True])
+def test_an_async_session_without_a_transaction_is_closed_after_its_request(
+    app: FastAPI, container: Container, used: bool
+) -> None:
+    # Such a session is closed without AsyncSession.close() (no I/O to await): still closed.
+    with TestClient(app) as client:
+        assert client.get(f"/async/stash/{str(used).lower()}").status_code == 200
+        with pytest.raises(InvalidRequestError, match="permanently closed"):
+            client.get("/async/stashed")
+        assert checked_out(container, "async") == 0
 
 
 @pytest.mark.parametrize("endpoint_url", ["direct"], indirect=True)
