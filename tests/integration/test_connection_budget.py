@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from backend.container import Container
+from backend.testing.front import TlsFront
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import use_database
-from tests.standin.front import TlsFront
-from tests.standin.postgres import SuiteDatabase
 
 ONE = "SELECT 1"
 Read = Callable[[], object]

@@ -18,8 +18,8 @@ from sqlalchemy.engine import URL
 
 from backend.container import AsyncSessionDep, Container, SessionDep, use_database
 from backend.db.errors import describe
+from backend.testing.postgres import SuiteDatabase
 from tests.conftest import serving
-from tests.standin.postgres import SuiteDatabase
 
 router = APIRouter()
 

@@ -22,9 +22,9 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
 from backend.embedded_files import claim_folder, read_as_owner, run_as_owner, write_as_owner
-from tests.standin.postgres import FRONT_SOURCE, Certificates, choose_bindir
+from backend.testing.postgres import FRONT_SOURCE, Certificates, choose_bindir
 
-# As the suite's server (tests/standin/postgres.py): a crashed server keeps what it wrote.
+# As the suite's server (backend/testing/postgres.py): a crashed server keeps what it wrote.
 COMMON = {"fsync": "off", "max_connections": "200"}
 # A standby stopped for a while catches up from the WAL the primary kept for it.
 PRIMARY = {**COMMON, "wal_level": "replica", "max_wal_senders": "10", "wal_keep_size": "256MB"}

@@ -28,10 +28,10 @@ from backend.container import (
     SessionDep,
 )
 from backend.embedded import PostgresServer
+from backend.testing.front import TlsFront
+from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.conftest import serving, use_database
 from tests.replicas.standby import Cluster, replication_cluster
-from tests.standin.front import TlsFront
-from tests.standin.pgbouncer import PgBouncer, pgbouncer_binary
 
 DATABASE = "replicas"
 WHERE = sa.text("SELECT pg_is_in_recovery() AS in_recovery, inet_server_port() AS port")
