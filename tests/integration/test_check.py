@@ -163,7 +163,8 @@ def test_a_certificate_from_another_ca(database_url: URL, tmp_path: Path) -> Non
 
 def test_a_host_name_the_certificate_does_not_name(database_url: URL) -> None:
     # hostaddr: connect to the loopback address, and verify the certificate for this name.
-    url = database_url.set(host="ep-elsewhere-123456.invalid").update_query_dict({"hostaddr": "127.0.0.1"})
+    url = database_url.set(host="ep-elsewhere-123456.invalid")
+    url = url.update_query_dict({"hostaddr": "127.0.0.1"})
     checked = check(url)
     assert checked.code == checked.json_code == 1
     tls = checked.step("tls")
