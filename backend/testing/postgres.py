@@ -10,9 +10,11 @@ it is the default endpoint there.
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 
 Endpoint = Literal["default", "direct", "front", "pooler"]
 FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
+LEFTOVERS_WATCH = Path(__file__).with_name("leftovers_watch.py")
 
 
 @dataclass
@@ -155,11 +158,39 @@ def new_server(
     return PostgresServer(bindir, root, tls=tls, settings=settings, plaintext_from=(FRONT_SOURCE,))
 
 
+class Leftovers:
+    """What to clear if this process is killed outright, told to a watch process as it comes
+    (backend/testing/leftovers_watch.py); close() says the run cleared everything itself."""
+
+    def __init__(self) -> None:
+        read_end, self._pipe = os.pipe()  # the write end is not inherited (PEP 446)
+        try:
+            self._watch = subprocess.Popen(  # noqa: S603 (our interpreter, our script)
+                [sys.executable, "-I", str(LEFTOVERS_WATCH)],
+                stdin=read_end,
+                cwd="/",
+                start_new_session=True,  # Ctrl-C in a terminal is for the run, not for it
+            )
+        finally:
+            os.close(read_end)
+
+    def add(self, verb: str, *arguments: object) -> None:
+        os.write(self._pipe, " ".join([verb, *map(str, arguments)]).encode() + b"\n")
+
+    def close(self) -> None:
+        with suppress(BrokenPipeError):
+            self.add("stopped")
+        os.close(self._pipe)
+        self._watch.wait()
+
+
 @contextmanager
 def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[SuiteDatabase]:
-    """The server, its front and its pooler, stopped at exit (and by the server's watch if this
-    process dies first). `work_dir` holds the certificates; the server's own folder is a new
-    temporary one, removed at exit, unless `data_dir` names one to keep between runs."""
+    """The server, its front and its pooler, stopped at exit. `work_dir`, a temporary folder,
+    holds the certificates; the server's own folder is a new temporary one, removed at exit,
+    unless `data_dir` names one to keep between runs. If this process is killed outright, the
+    server's watch stops the server, and a second watch ends PgBouncer and removes the
+    temporary folders (`work_dir` included)."""
     if existing := os.environ.get("TEST_DATABASE_URL"):
         url = make_url(existing).set(drivername="postgresql+psycopg2")
         engine = sa.create_engine(url)
@@ -174,8 +205,13 @@ def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[S
     certificates = Certificates(work_dir)
     server = new_server(bindir, certificates, data_dir)
     with ExitStack() as stack:
+        leftovers = Leftovers()
+        stack.callback(leftovers.close)  # last: everything below is cleared by then
+        leftovers.add("remove", work_dir)
         if data_dir is None:
             stack.callback(shutil.rmtree, server.root, ignore_errors=True)
+            leftovers.add("wait", server.data_dir)
+            leftovers.add("remove", server.root)
         server.start()
         stack.callback(server.stop)
         front = TlsFront(("127.0.0.1", server.port), certificates.cert_file, certificates.key_file)
@@ -190,8 +226,11 @@ def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[S
                 certificates.key_file,
                 server_tls=server.tls is not None,
             )
+            leftovers.add("remove", pooler.root)
             pooler.start()
             stack.callback(pooler.stop)
+            assert pooler.process is not None
+            leftovers.add("kill", pooler.process.pid, pooler.root)  # its config's path
         yield SuiteDatabase(
             admin_url=server.url().update_query_dict(
                 {"sslmode": "verify-full", "sslrootcert": str(certificates.ca_file)}

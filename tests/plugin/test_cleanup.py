@@ -73,35 +73,58 @@ def test_a_run_that_passes_or_fails_leaves_nothing(
     assert_nothing_left(temp_folder)
 
 
-def test_a_run_interrupted_mid_test_leaves_nothing(
-    pytester: pytest.Pytester, temp_folder: Path
-) -> None:
+def start_and_wait_mid_test(pytester: pytest.Pytester) -> "subprocess.Popen[bytes]":
+    """A user's run, started as from a terminal, once its test is running."""
     started = pytester.path / "started"
     ending = f"Path({str(started)!r}).touch(); time.sleep(120)"
     pytester.makepyfile(test_everything=USES_EVERYTHING.format(ending=ending))
-    # Ctrl-C in a terminal: SIGINT to pytest's whole process group.
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
          f"--basetemp={pytester.path / 'basetemp'}"],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
     )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        if run.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"the test did not start: {run.communicate()[0].decode()}")
+        time.sleep(0.1)
+    return run
+
+
+def test_a_run_interrupted_mid_test_leaves_nothing(
+    pytester: pytest.Pytester, temp_folder: Path
+) -> None:
+    run = start_and_wait_mid_test(pytester)
     try:
-        deadline = time.monotonic() + 120
-        while not started.exists():
-            assert run.poll() is None, run.communicate()[0].decode()
-            assert time.monotonic() < deadline, "the test did not start"
-            time.sleep(0.1)
         assert processes_using(temp_folder) != []  # the server runs from there
-        os.killpg(run.pid, signal.SIGINT)
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the whole process group
         output = run.communicate(timeout=120)[0].decode()
     finally:
         if run.poll() is None:
             run.kill()
     assert run.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
+    assert_nothing_left(temp_folder)
+
+
+def test_a_run_killed_mid_test_leaves_nothing_once_its_watches_are_done(
+    pytester: pytest.Pytester, temp_folder: Path
+) -> None:
+    run = start_and_wait_mid_test(pytester)
+    try:
+        os.kill(run.pid, signal.SIGKILL)  # pytest alone (an OOM kill): no teardown at all
+    finally:
+        run.communicate(timeout=60)
+    # The watches act when the pipe from the dead run closes; they need a moment.
+    deadline = time.monotonic() + 60
+    while (processes_using(temp_folder) or any(temp_folder.iterdir())) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
     assert_nothing_left(temp_folder)
 
 
