@@ -131,6 +131,7 @@ def test_the_main_job_serves_on_an_embedded_database() -> None:
         assert health["ssl"] is False  # the embedded build has no OpenSSL
         assert "Embedded PostgreSQL" in output
         assert "postgres:***@127.0.0.1" in output
+        assert "backend: database postgresql+psycopg2://postgres:***@127.0.0.1" in output
         assert server.password not in output
         assert "Traceback" not in output
         assert not server.is_running()

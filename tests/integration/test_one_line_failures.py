@@ -186,5 +186,36 @@ def test_workers_reach_uvicorn(database_url: URL, how: str) -> None:
         log.unlink()
     assert "Started parent process" in output_text, output_text
     assert output_text.count("Application startup complete.") == 2, output_text
+    # The startup line, once per worker: which database (password hidden), direct, TLS, pools.
+    startup = f"backend: database postgresql+psycopg2://postgres:***@127.0.0.1:{database_url.port}/"
+    assert output_text.count(startup) == 2, output_text
+    assert "direct, sslmode=verify-full, pool 5 + 5 overflow per engine" in output_text
     assert output_text.count("Finished server process") == 2
     assert "Traceback" not in output_text
+
+
+def test_plain_uvicorn_logs_the_startup_line(database_url: URL) -> None:
+    """Under `uvicorn backend.main:app`, which configures only its own loggers."""
+    port = free_port()
+    env = environment(DATABASE_URL=database_url.render_as_string(hide_password=False))
+    log = Path(tempfile.mkstemp(prefix="backend-uvicorn-")[1])
+    with log.open("w") as output:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)],
+            cwd=project_root(), env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and job.poll() is None:
+            if "Application startup complete." in log.read_text() and answers(port):
+                break
+            time.sleep(0.1)
+        job.send_signal(2)
+        job.wait(30)
+    finally:
+        job.kill()
+        output_text = log.read_text()
+        log.unlink()
+    startup = f"INFO:     backend: database postgresql+psycopg2://postgres:***@127.0.0.1:{database_url.port}/"
+    assert output_text.count(startup) == 1, output_text
+    assert str(database_url.password) not in output_text
