@@ -8,13 +8,17 @@ setting to change. It never shows the password and never writes to the database.
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import replace
+
+from dependency_injector import providers
 
 from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
 from backend.container import Container
 from backend.db.budget import ENGINES
 from backend.doctor import Options, Report, Step, run_checks
 from backend.doctor.report import as_line
-from backend.settings import ConfigurationError
+from backend.settings import ConfigurationError, DatabaseSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
             print(as_line(step), flush=True)
 
     try:
-        report = run_checks(Container(), options, show)
+        container = Container()
+        report = run_checks(container, options, show)
+        replicas = [
+            _check_replica(replica, number, options, show, args.json)
+            for number, replica in enumerate(container.settings().replicas, 1)
+        ]
     except ConfigurationError as error:
         if not args.json:
             raise CommandError(str(error), BAD_SETTING) from None
@@ -69,9 +78,34 @@ def run(args: argparse.Namespace) -> int:
         report.add(Step("settings", "fail", str(error)))
         print(json.dumps({**report.as_json(), "exit_code": BAD_SETTING}))
         return BAD_SETTING
+    code = max([report.exit_code, *(replica.exit_code for replica in replicas)])
     if args.json:
-        json.dump(report.as_json(), sys.stdout)
+        document = report.as_json()
+        if replicas:
+            replica_documents = [replica.as_json() for replica in replicas]
+            document |= {"ok": code == 0, "exit_code": code, "replicas": replica_documents}
+        json.dump(document, sys.stdout)
         print()
     else:
-        print(report.summary())
-    return report.exit_code
+        if not replicas:
+            print(report.summary())
+        else:
+            print(f"primary: {report.summary()}")
+            for number, replica in enumerate(replicas, 1):
+                print(f"replica {number}: {replica.summary()}")
+    return code
+
+
+def _check_replica(
+    replica: DatabaseSettings, number: int, options: Options, show: Callable[[Step], None],
+    quiet: bool,
+) -> Report:  # fmt: skip
+    """Each DATABASE_READ_URL replica, checked like the primary; its budget is its own
+    max_connections against the read engines each worker opens there."""
+    if not quiet:
+        url = replica.url.render_as_string(hide_password=True)
+        print(f"\nreplica {number}: {url}", flush=True)
+    container = Container()
+    container.settings.override(providers.Object(replica))
+    read_engines = ("read_engine", "async_read_engine")
+    return run_checks(container, replace(options, engines=read_engines), show)
