@@ -46,8 +46,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
-        active, engine = _checked(container)
+        active = container if container is not None else default_container()
+        # First: what resolves from "the app's container" (and the test toolkit, which binds
+        # the test database here) must see this one before anything in it is built.
         use_container(active)
+        engine = _checked(active)
         modules = [importlib.import_module(m) if isinstance(m, str) else m for m in wire]
         active.wire(
             modules=[m for m in modules if not hasattr(m, "__path__")],
@@ -81,12 +84,11 @@ def create_app(
     return app
 
 
-def _checked(container: Container | None) -> tuple[Container, Engine]:
-    """The app's container and its write engine, every setting checked (a bad one stops
-    startup here), the pool built; SQLAlchemy connects on first use, so the app starts even
-    while the database is unreachable."""
+def _checked(active: Container) -> Engine:
+    """The app's write engine, every setting checked (a bad one stops startup here), the pool
+    built; SQLAlchemy connects on first use, so the app starts even while the database is
+    unreachable."""
     try:
-        active = container if container is not None else default_container()
         engine = active.engine()
         if not active.engine.overridden and not active.async_engine.overridden:
             check_rules(active.settings())  # the async path's too, not at its first request
@@ -94,7 +96,7 @@ def _checked(container: Container | None) -> tuple[Container, Engine]:
         # uvicorn prints the lifespan's traceback: raised afresh, the setting's sentence is its
         # last line after a few frames, not after dependency-injector's thirty.
         raise ConfigurationError(str(error)) from None
-    return active, engine
+    return engine
 
 
 def say_which_database(container: Container, engine: Engine) -> None:
