@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import os
 import shutil
 import tempfile
@@ -96,7 +97,7 @@ def backend_schema(pytestconfig: pytest.Config) -> Callable[[Engine], None]:
     conftest.py, for instance to run your migrations."""
     spec = pytestconfig.getini("backend_app")
     if spec:
-        __import__(str(spec).partition(":")[0])
+        importlib.import_module(str(spec).partition(":")[0])
 
     def create_all(engine: Engine) -> None:
         from sqlmodel import SQLModel

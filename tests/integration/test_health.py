@@ -1,6 +1,7 @@
 """GET /health/db, and the app's life with a database that comes and goes."""
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +39,16 @@ def test_health_reports_the_database(client: TestClient, postgres: SuiteDatabase
 def private_server() -> Iterator[tuple[PostgresServer, Path | None]]:
     """A server of this test's own, to stop and start under a running app."""
     bindir = choose_bindir()
-    certificates = Certificates(Path(tempfile.mkdtemp())) if has_tls(bindir) else None
-    server = new_server(bindir, certificates)
-    server.start()
-    server.stop()  # made, and down: the app starts without it
-    yield server, certificates.ca_file if certificates else None
-    server.stop()
+    with tempfile.TemporaryDirectory() as folder:
+        certificates = Certificates(Path(folder)) if has_tls(bindir) else None
+        server = new_server(bindir, certificates)
+        try:
+            server.start()
+            server.stop()  # made, and down: the app starts without it
+            yield server, certificates.ca_file if certificates else None
+        finally:
+            server.stop()
+            shutil.rmtree(server.root, ignore_errors=True)  # a temporary server's folder
 
 
 def test_the_app_starts_without_its_database_and_recovers_by_itself(

@@ -16,20 +16,24 @@ MODE = os.environ.get("STORE_ISOLATION", "transaction")
 
 
 @pytest.fixture(scope="session")
-def naive_database(backend_server, backend_databases, backend_schema) -> Iterator[TestDatabase]:
+def naive_database(backend_server, backend_databases, backend_schema) -> TestDatabase:
     name = backend_databases.clone(backend_schema)
-    database = TestDatabase(name, backend_server.url(name), "database")
-    database.engine = sa.create_engine(database.url)
-    yield database
-    database.engine.dispose()
+    return TestDatabase(name, backend_server.url(name), "database")
+
+
+@pytest.fixture(scope="session")
+def naive_engine(naive_database: TestDatabase) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(naive_database.url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
-def naive(naive_database: TestDatabase) -> Iterator[TestDatabase]:
-    SQLModel.metadata.create_all(naive_database.engine)
+def naive(naive_database: TestDatabase, naive_engine: sa.Engine) -> Iterator[TestDatabase]:
+    SQLModel.metadata.create_all(naive_engine)
     yield naive_database
-    naive_database.close()
-    SQLModel.metadata.drop_all(naive_database.engine)
+    naive_database.close()  # lets the app's container go
+    SQLModel.metadata.drop_all(naive_engine)
 
 
 @pytest.fixture
