@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -103,36 +104,57 @@ def served(url: URL, routes: list[str]) -> Iterator[dict[str, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     ports = {route: free_port() for route in routes}
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.app:app", "--port", str(port),
-             "--log-level", "critical", "--no-access-log"],
-            cwd=ROOT,
-            env=env,
-        )
-        for port in ports.values()
-    ]  # fmt: skip
-    try:
-        for route, port in ports.items():
-            deadline = time.monotonic() + 30
-            while True:
-                try:  # up, and its pool warm
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-        yield ports
-    finally:
-        for server in servers:
-            server.send_signal(signal.SIGINT)
-        for server in servers:
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()  # a wedged one
-                server.wait()
+    # Each server's log goes to a file, summarised after it stops: a stalled baseline logs a
+    # line per failed request, which would bury the tables.
+    with ExitStack() as files:
+        logs = {route: files.enter_context(tempfile.TemporaryFile("w+")) for route in routes}
+        servers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "bench.app:app", "--port", str(port),
+                 "--log-level", "critical", "--no-access-log"],
+                cwd=ROOT,
+                env=env,
+                stdout=logs[route],
+                stderr=subprocess.STDOUT,
+            )
+            for route, port in ports.items()
+        ]  # fmt: skip
+        try:
+            for route, port in ports.items():
+                deadline = time.monotonic() + 30
+                while True:
+                    try:  # up, and its pool warm
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5).read()
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            logs[route].seek(0)
+                            print(f"{route} did not start; its log:\n{logs[route].read()}")
+                            raise
+                        time.sleep(0.1)
+            yield ports
+        finally:
+            for server in servers:
+                server.send_signal(signal.SIGINT)
+            for server in servers:
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()  # a wedged one
+                    server.wait()
+            for route, log in logs.items():
+                log.seek(0)
+                for line in log_summary(log.read()):
+                    print(f"  log of {route}: {line}")
+
+
+def log_summary(log: str) -> list[str]:
+    """A server log's warnings and errors, each kind once with its count (numbers folded)."""
+    kinds: Counter[str] = Counter()
+    for line in log.splitlines():
+        if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")):
+            kinds[re.sub(r"\d+(\.\d+)?", "N", " ".join(line.split()))[:140]] += 1
+    return [f"{count} x {kind}" for kind, count in kinds.most_common()]
 
 
 def interleaved(
