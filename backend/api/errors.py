@@ -9,7 +9,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from backend.db.errors import Verdict, classify, database_errors, describe
+from backend.db.errors import Verdict, classify, database_errors, describe, failed_host
 
 logger = logging.getLogger("backend")
 
@@ -24,7 +24,7 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
 def answer(app: FastAPI, exc: BaseException, verdict: Verdict) -> JSONResponse:
     """The JSON body, status and headers for a classified error, and its one log line."""
     message = describe(exc)
-    host = _host(app)
+    host = failed_host(exc) or _write_host(app)
     if verdict.kind == "misconfigured":
         # Once per cause, not once per request: the fix does not change between requests.
         said: set[tuple[str | None, str, str]] = app.state.__dict__.setdefault(
@@ -49,8 +49,8 @@ def answer(app: FastAPI, exc: BaseException, verdict: Verdict) -> JSONResponse:
     return JSONResponse(body, status_code=verdict.status, headers=headers)
 
 
-def _host(app: FastAPI) -> str:
-    # The write engine's host: which one failed is not in SQLAlchemy's exception.
+def _write_host(app: FastAPI) -> str:
+    # For an error no engine labelled (backend.db.engine labels theirs): the write engine's.
     container = getattr(app.state, "container", None)
     engines = container.built_engines() if container is not None else []
     return str(engines[0].url.host) if engines else "-"

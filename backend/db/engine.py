@@ -4,11 +4,13 @@ import logging
 from typing import Any
 
 from psycopg2.extensions import libpq_version
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.db.budget import pool_sizes
 from backend.db.connect import retry_connects
+from backend.db.errors import label
 from backend.db.ping import ping_when_idle
 from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool
 from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
@@ -38,6 +40,7 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
     _add_connection_care(engine, settings, read_only)
     if read_only and not is_pooler(settings):
         keep_server_guard(engine)  # a request must not leave the setting off for the next
+    _label_errors(engine)
     return engine
 
 
@@ -72,6 +75,7 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
     if read_only and not is_pooler(settings):
         keep_server_guard(engine.sync_engine)
+    _label_errors(engine.sync_engine)
     return engine
 
 
@@ -107,3 +111,22 @@ def _add_connection_care(
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:
         refuse_writes(engine)
+
+
+def _label_errors(engine: Engine) -> None:
+    """Label what `engine` raises with its host, for the one log line a failure gets.
+
+    Added last: a handle_error listener may replace the exception (bound_asyncpg_waits), and
+    the one raised is the last listener's."""
+    host = str(engine.url.host)
+    if isinstance(engine.pool, TimedQueuePool):
+        engine.pool.host = host
+
+    @event.listens_for(engine, "handle_error")
+    def with_host(context: ExceptionContext) -> None:
+        # Whichever is raised: another listener's exception (set only when one returned it),
+        # SQLAlchemy's wrapper, or the driver's own when SQLAlchemy does not wrap it.
+        chained = getattr(context, "chained_exception", None)
+        for error in (chained, context.sqlalchemy_exception, context.original_exception):
+            if error is not None:
+                label(error, host)

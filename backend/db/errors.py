@@ -131,6 +131,21 @@ def _no_answer(exc: DBAPIError) -> bool:
     return "(the statement timeout)" in str(exc.orig)
 
 
+# Which server an error came from, for its log line: SQLAlchemy's exception does not say which
+# engine raised it, and an app has a primary and maybe replicas. Engines label their errors.
+_HOST = "backend_host"
+
+
+def label(exc: BaseException, host: str) -> None:
+    setattr(exc, _HOST, host)
+
+
+def failed_host(exc: BaseException) -> str | None:
+    """The host of the engine that raised `exc`, if one labelled it."""
+    host = getattr(exc, _HOST, None)
+    return host if isinstance(host, str) else None
+
+
 def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
     """What a connect that failed for good raises: the same on both paths.
 

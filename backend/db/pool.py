@@ -13,9 +13,12 @@ import time
 from collections import deque
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
 from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Queue
+
+from backend.db.errors import label
 
 logger = logging.getLogger("backend")
 # SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.pool.*,
@@ -158,10 +161,18 @@ class TimedQueuePool(QueuePool):
     """QueuePool whose waits for a free connection are counted (`waits`)."""
 
     _queue_class = _TimedQueue  # type: ignore[assignment]
+    host = "-"  # its engine's, set by the engine: which server's pool ran out
 
     def __init__(self, *args: Any, wait_warning: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool.waits = PoolWaits(wait_warning)  # type: ignore[attr-defined]
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeoutError as error:
+            label(error, self.host)
+            raise
 
     @property
     def waits(self) -> PoolWaits:
@@ -171,6 +182,7 @@ class TimedQueuePool(QueuePool):
         # A pool is recreated on dispose and after a disconnect: keep counting in the new one.
         new = super().recreate()
         new._pool.waits = self.waits  # type: ignore[attr-defined]
+        new.host = self.host  # type: ignore[attr-defined]
         return new
 
 

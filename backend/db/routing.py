@@ -24,7 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db.errors import NoReadReplica
+from backend.db.errors import NoReadReplica, label
 from backend.db.readonly import ReadOnlySession
 from backend.db.replicas import ReplicaSet, measure_lag
 from backend.db.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
@@ -46,10 +46,12 @@ class ReadRouter:
                 return connection
         if self.replicas.fallback == "primary":
             return self.primary.connect()
-        raise NoReadReplica(
+        error = NoReadReplica(
             f"no read replica can take reads now ({self.replicas.summary()}), and "
             "DATABASE_READ_FALLBACK=fail"
         )
+        label(error, ", ".join(str(engine.url.host) for engine in self.engines))
+        raise error
 
     def _try(self, index: int) -> Connection | None:
         claim = self.replicas.claim(index)

@@ -16,7 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL
 
-from backend.container import AsyncSessionDep, Container, SessionDep, use_database
+from backend.container import (
+    AsyncReadSessionDep,
+    AsyncSessionDep,
+    Container,
+    ReadSessionDep,
+    SessionDep,
+    use_database,
+)
 from backend.db.errors import describe
 from backend.testing.postgres import SuiteDatabase
 from tests.conftest import serving
@@ -42,8 +49,25 @@ def slow(session: SessionDep) -> None:
     session.execute(sa.text("SELECT pg_sleep(0.3)"))
 
 
+@router.get("/sync/read-slow")
+@inject
+def read_slow(session: ReadSessionDep) -> None:
+    session.scalar(sa.text("SELECT pg_sleep(0.5)"))
+
+
+@router.get("/async/read-slow")
+@inject
+async def read_slow_async(session: AsyncReadSessionDep) -> None:
+    await session.scalar(sa.text("SELECT pg_sleep(0.5)"))
+
+
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "backend" and r.levelno == level]
+
+
+def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The log lines of failed requests (not, say, a replica's warning at its first use)."""
+    return [line for line in lines(caplog, logging.WARNING) if line.startswith("database ")]
 
 
 AppOn = Callable[..., TestClient]
@@ -105,6 +129,35 @@ def test_a_statement_timeout_is_504_without_retry_after(
     assert response.json()["status"] == "timeout"
     (warning,) = lines(caplog, logging.WARNING)
     assert "SQLSTATE 57014" in warning
+
+
+def test_a_replica_failure_names_the_replica_not_the_primary(
+    database_url: URL, app_on: AppOn, flavour: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The replica: the same database under another name (the suite's certificate covers
+    # localhost), with a statement timeout of its own that the read runs into.
+    replica = database_url.set(host="localhost").update_query_dict(
+        {"options": "-c statement_timeout=100"}
+    )
+    read_url = replica.render_as_string(hide_password=False)
+    with caplog.at_level(logging.WARNING), app_on(database_url, read_url=read_url) as client:
+        response = client.get(f"/{flavour}/read-slow")
+    assert response.status_code == 504
+    (warning,) = failures(caplog)
+    assert warning.endswith("SQLSTATE 57014, host localhost")
+
+
+def test_no_replica_to_read_from_names_the_replicas(
+    database_url: URL, app_on: AppOn, flavour: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = database_url.set(host="localhost", port=1).render_as_string(hide_password=False)
+    settings_ = {"read_url": down, "read_fallback": "fail", "connect_retries": "0"}
+    with caplog.at_level(logging.WARNING), app_on(database_url, **settings_) as client:
+        response = client.get(f"/{flavour}/read-slow")
+    assert response.status_code == 503
+    assert "DATABASE_READ_FALLBACK=fail" in response.json()["error"]
+    (warning,) = failures(caplog)
+    assert warning.endswith("host localhost")
 
 
 # Passwords that are common words and single letters: hiding them by searching their text
