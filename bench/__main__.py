@@ -153,7 +153,7 @@ def log_summary(log: str) -> list[str]:
     kinds: Counter[str] = Counter()
     for line in log.splitlines():
         if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")):
-            kinds[re.sub(r"\d+(\.\d+)?", "N", " ".join(line.split()))[:140]] += 1
+            kinds[re.sub(r"\d+(\.\d+)?", "N", " ".join(line.split()))] += 1
     return [f"{count} x {kind}" for kind, count in kinds.most_common()]
 
 
@@ -354,7 +354,7 @@ def plot_scaling(table: dict[str, dict[int, Run]], path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per figure")
     args = parser.parse_args()
 
     print(
@@ -408,11 +408,11 @@ def main() -> None:
                     results[connections] = interleaved(
                         ports, connections, args.seconds, args.rounds
                     )
-                print_http_table(
-                    f"TLS straight to PostgreSQL, c={connections}, uvicorn 1 worker, pool 10 "
-                    f"(/baseline-large: pool {LARGE_POOL})",
-                    results[connections],
-                )
+                    print_http_table(
+                        f"TLS straight to PostgreSQL, c={connections}, uvicorn 1 worker, pool 10 "
+                        f"(/baseline-large: pool {LARGE_POOL})",
+                        results[connections],
+                    )
             assert database.front is not None
             database.front.latency = 0.001
             with served(database.url("bench", "front"), ROUTES[:5]) as ports:
