@@ -3,7 +3,7 @@
 A request session is closed after its response, so with a keep-alive client the same client's
 next request is often already asking for a connection when the last one comes back. Under
 SQLAlchemy's own asyncio queue that newcomer took it ahead of requests that had been waiting
-(bench: 35% of waits overtaken at c=64, p99 0.8-1.8 s at a p50 of 60 ms).
+(bench: 35% of waits overtaken at c=64, p99 0.6-1.9 s at a p50 of 60 ms).
 """
 
 import asyncio
