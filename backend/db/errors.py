@@ -1,6 +1,7 @@
 """What kind of failure a database error is (outage, misconfiguration, timeout), and how to
 say so without a secret."""
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -137,7 +138,10 @@ _HOST = "backend_host"
 
 
 def label(exc: BaseException, host: str) -> None:
-    setattr(exc, _HOST, host)
+    # Inside SQLAlchemy's handle_error an exception raised here would replace the real one:
+    # a driver's exception type without a __dict__ simply stays unlabelled.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _HOST, host)
 
 
 def failed_host(exc: BaseException) -> str | None:
