@@ -61,7 +61,7 @@ class Neon:
         Neon suspends only after 5 idle minutes, so by default the app's pooled connections
         are then treated as idle that long (the layer pings those before use, finds them dead
         and replaces them). `idle=False`: cut them under a warm pool, as a crash does — the
-        next use of each fails once. Returns how many backends were terminated.
+        next use of each fails once. Returns how many backends were terminated, once they are gone.
         """
         if idle:
             self._suspended_at = time.monotonic()

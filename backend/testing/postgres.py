@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -58,18 +59,28 @@ class SuiteDatabase:
         return url
 
     def suspend(self, database: str) -> int:
-        """Neon's scale-to-zero as clients see it: every backend on `database` is terminated."""
-        engine = sa.create_engine(self.admin_url, poolclass=sa.NullPool)
+        """Neon's scale-to-zero as clients see it: every backend on `database` is terminated,
+        and gone when this returns (a suspended compute has none; pg_terminate_backend only
+        signals, and a pooler that met a backend still exiting would see no suspend).
+        Autocommit: each look at pg_stat_activity is a snapshot of its own transaction."""
+        engine = sa.create_engine(
+            self.admin_url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT"
+        )
         with engine.connect() as connection:
-            terminated = connection.scalar(
+            rows = connection.execute(
                 sa.text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
-                    " FROM pg_stat_activity WHERE datname = :database AND pid <> pg_backend_pid()"
+                    "SELECT pid, pg_terminate_backend(pid) AS signalled FROM pg_stat_activity"
+                    " WHERE datname = :database AND pid <> pg_backend_pid()"
                 ),
                 {"database": database},
             )
+            terminated = [pid for pid, signalled in rows if signalled]
+            deadline = time.monotonic() + 10
+            alive = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
+            while connection.scalar(alive, {"pids": terminated}) and time.monotonic() < deadline:
+                time.sleep(0.005)
         engine.dispose()
-        return int(terminated or 0)
+        return len(terminated)
 
     @staticmethod
     def _port(part: TlsFront | PgBouncer | None) -> int:
