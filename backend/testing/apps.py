@@ -13,7 +13,13 @@ from contextlib import AsyncExitStack, ExitStack, contextmanager
 from types import TracebackType
 from typing import Any
 
-import httpx2 as httpx
+try:
+    import httpx2 as httpx
+except ModuleNotFoundError as missing:  # a test-time dependency only, as trustme
+    raise ModuleNotFoundError(
+        "backend.testing's app fixtures need httpx2, which is not installed: "
+        "pip install 'backend[testing]' (or add httpx2 to your test dependencies)"
+    ) from missing
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
