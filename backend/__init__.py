@@ -1,1 +1,76 @@
-"""The database layer for FastAPI + SQLModel services on Neon serverless Postgres."""
+"""The database layer for FastAPI + SQLModel services on Neon serverless Postgres.
+
+The public surface, importable from here::
+
+    from backend import install, get_session, SessionDep
+
+Each name is imported on first use (PEP 562), so that `import backend`, which the pytest plugin
+does whenever pytest starts, costs nothing until the layer is used.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "AsyncReadSessionDep",
+    "AsyncSessionDep",
+    "ConfigurationError",
+    "Container",
+    "OutsideRequestError",
+    "ReadOnlyError",
+    "ReadSessionDep",
+    "RequestScope",
+    "SessionDep",
+    "WiringError",
+    "create_app",
+    "get_async_session",
+    "get_session",
+    "install",
+    "use_database",
+]
+
+_WHERE = {
+    "AsyncReadSessionDep": "backend.container",
+    "AsyncSessionDep": "backend.container",
+    "ConfigurationError": "backend.settings",
+    "Container": "backend.container",
+    "OutsideRequestError": "backend.db.scope",
+    "ReadOnlyError": "backend.db.readonly",
+    "ReadSessionDep": "backend.container",
+    "RequestScope": "backend.db.scope",
+    "SessionDep": "backend.container",
+    "WiringError": "backend.wiring",
+    "create_app": "backend.app",
+    "get_async_session": "backend.db.session",
+    "get_session": "backend.db.session",
+    "install": "backend.app",
+    "use_database": "backend.container",
+}
+
+if TYPE_CHECKING:
+    from backend.app import create_app, install
+    from backend.container import (
+        AsyncReadSessionDep,
+        AsyncSessionDep,
+        Container,
+        ReadSessionDep,
+        SessionDep,
+        use_database,
+    )
+    from backend.db.readonly import ReadOnlyError
+    from backend.db.scope import OutsideRequestError, RequestScope
+    from backend.db.session import get_async_session, get_session
+    from backend.settings import ConfigurationError
+    from backend.wiring import WiringError
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'backend' has no attribute {name!r}")
+    value = getattr(import_module(_WHERE[name]), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

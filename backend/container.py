@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import yaml
 from dependency_injector import containers, providers
-from dependency_injector.wiring import Provide
+from dependency_injector.wiring import Closing, Provide
 from fastapi import Depends
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -17,6 +17,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engine import create_async_db_engine, create_sync_engine
+from backend.db.readonly import read_only_view
 from backend.db.replicas import ReadReplicas, ReplicaSet
 from backend.db.routing import (
     build_replica_engines,
@@ -24,6 +25,8 @@ from backend.db.routing import (
     make_read_session_maker,
 )
 from backend.db.scope import (
+    NOT_INSTALLED,
+    OutsideRequestError,
     current_scope,
     make_async_session_maker,
     make_session_maker,
@@ -37,6 +40,7 @@ DEFAULTS_FILE = Path(__file__).resolve().parent / "config.yml"
 
 
 E = TypeVar("E", Engine, AsyncEngine)
+T = TypeVar("T")
 
 
 class BuiltEngines(list[Engine | AsyncEngine]):
@@ -56,6 +60,38 @@ def _engine(
     )
 
 
+def _followed(
+    primary: providers.Provider[Any], derive: Callable[[Any], T], own: providers.Provider[T]
+) -> providers.ThreadSafeSingleton[T]:
+    """`own()`, built from the settings; or, while `primary` is overridden, `derive(primary())`.
+
+    An engine given to the container (a test's, an app's own) is the whole database: what
+    would otherwise come from DATABASE_URL follows it, so nothing asks for that variable.
+    """
+    return providers.ThreadSafeSingleton(
+        _own_or_derived, primary.provider, providers.Object(derive), own.provider
+    )
+
+
+def _own_or_derived(
+    primary: providers.Provider[Any], derive: Callable[[Any], Any], own: Callable[[], Any]
+) -> Any:
+    return derive(primary()) if primary.overridden else own()
+
+
+def _no_replicas(_: object) -> tuple[()]:
+    return ()
+
+
+def _replicas_unless_given_an_engine(
+    engine: providers.Provider[Any],
+    async_engine: providers.Provider[Any],
+    of_settings: Callable[[], ReplicaSet],
+) -> ReplicaSet:
+    given = engine.overridden or async_engine.overridden
+    return ReplicaSet.none() if given else of_settings()
+
+
 class Container(containers.DeclarativeContainer):
     # config.yml is read when a Container() is made (below); the variables its placeholders
     # name, when the settings are first built (the first engine).
@@ -66,21 +102,43 @@ class Container(containers.DeclarativeContainer):
     engine = _engine(create_sync_engine, built_engines, settings)
     async_engine = _engine(create_async_db_engine, built_engines, settings)
     # Reads that need no transaction: autocommit (one round trip for a one-query read) and
-    # writes refused. Own engines, so that a read replica's URL can take their place.
-    read_engine = _engine(create_sync_engine, built_engines, settings, read_only=True)
-    async_read_engine = _engine(create_async_db_engine, built_engines, settings, read_only=True)
+    # writes refused. Own engines, so that a read replica's URL can take their place; on an
+    # overriding engine, a read-only view of it.
+    read_engine = _followed(
+        engine, read_only_view, _engine(create_sync_engine, built_engines, settings, read_only=True)
+    )
+    async_read_engine = _followed(
+        async_engine,
+        read_only_view,
+        _engine(create_async_db_engine, built_engines, settings, read_only=True),
+    )
     # DATABASE_READ_URL: a read-only engine per replica, sync and async, and what is known of
     # each replica (up, lag), shared by both paths. The read engines above stay: the fallback.
-    replica_state = providers.ThreadSafeSingleton(ReplicaSet.of, settings)
-    replica_engines = providers.ThreadSafeSingleton(
+    # An overriding engine has no replicas.
+    replica_state = providers.ThreadSafeSingleton(
+        _replicas_unless_given_an_engine,
+        engine.provider,
+        async_engine.provider,
+        providers.ThreadSafeSingleton(ReplicaSet.of, settings).provider,
+    )
+    replica_engines = _followed(engine, _no_replicas, providers.ThreadSafeSingleton(
         build_replica_engines, create_sync_engine, built_engines.provided.add, settings,
         replica_state,
-    )  # fmt: skip
-    async_replica_engines = providers.ThreadSafeSingleton(
+    ))  # fmt: skip
+    async_replica_engines = _followed(async_engine, _no_replicas, providers.ThreadSafeSingleton(
         build_replica_engines, create_async_db_engine, built_engines.provided.add, settings,
         replica_state,
-    )  # fmt: skip
+    ))  # fmt: skip
     read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)
+    # What /health/db and the startup line look at: the write engine, or the async one when
+    # that alone was given to the container (an async app's whole database).
+    probed_engine = providers.Callable(
+        lambda engine, async_engine: (
+            async_engine() if async_engine.overridden and not engine.overridden else engine()
+        ),
+        engine.provider,
+        async_engine.provider,
+    )
 
     session_maker = providers.ThreadSafeSingleton(make_session_maker, engine)
     async_session_maker = providers.ThreadSafeSingleton(make_async_session_maker, async_engine)
@@ -137,6 +195,7 @@ def use_database(container: Container, url: str | URL) -> None:
 
 if TYPE_CHECKING:
     ProvideOnLoop = Provide
+    ClosingOnLoop = Closing
 else:
 
     class ProvideOnLoop(Provide):
@@ -150,40 +209,63 @@ else:
           function that takes the value runs in the threadpool, is also where a request is
           admitted to sync sessions (backend/db/scope.py says why).
 
-        It hands FastAPI the value itself, so @inject passes it through unchanged, and
-        outside a request (or an app without a container) it falls back to plain wiring.
+        It hands FastAPI the value itself, so @inject passes it through unchanged (and is not
+        needed). Outside an installed app it falls back to plain wiring, except for a request
+        session, which cannot exist there: that raises the one sentence naming the fix.
         """
 
         _name: str | None = None
-        _uses_sync_session: bool | None = None
+        _kind: str | None = None  # "sync" or "async": the request session it reaches; "" none
 
         async def __call__(self) -> Any:
-            if self._uses_sync_session is None:
-                self._uses_sync_session = _reaches_sync_session(self.provider)
-            scope = current_scope()
-            if scope is None or scope.container is None:
-                return self  # @inject resolves it through wiring
-            name = self._provider_name(scope.container)
-            if name is None:
-                return self  # not one of this app's providers: plain wiring decides
-            if self._uses_sync_session:
-                await scope.admit()
-            value = getattr(scope.container, name)()
-            return await value if inspect.isawaitable(value) else value
+            return await _resolve(self, self.provider)
 
-        def _provider_name(self, container: Any) -> str | None:
-            if isinstance(self.provider, str):
-                return self.provider
+        def _provider_name(self, container: Any, provider: Any) -> str | None:
+            if isinstance(provider, str):
+                return provider
             if self._name is None:
                 names = getattr(container, "declarative_parent", None)
-                for name, provider in names.providers.items() if names else ():
-                    if provider is self.provider:
+                for name, candidate in names.providers.items() if names else ():
+                    if candidate is provider:
                         self._name = name
             return self._name
 
-    def _reaches_sync_session(provider: Any) -> bool:
-        candidates = [provider, *getattr(provider, "traverse", list)()]
-        return any(getattr(p, "provides", None) is request_session for p in candidates)
+    class ClosingOnLoop(ProvideOnLoop, Closing):
+        """`Closing[Provide[...]]`, resolved as ProvideOnLoop resolves the marker it wraps."""
+
+        async def __call__(self) -> Any:
+            return await _resolve(self, self.provider.provider)
+
+    async def _resolve(marker: Any, provider: Any) -> Any:
+        scope = current_scope()
+        container = scope.container if scope is not None else None
+        if marker._kind is None and not isinstance(provider, str):
+            marker._kind = request_session_kind(provider)
+        if container is None:
+            if scope is None and marker._kind:
+                raise OutsideRequestError(NOT_INSTALLED)
+            if scope is not None and marker._kind == "sync":
+                await scope.admit()
+            return marker  # @inject resolves it through wiring
+        name = marker._provider_name(container, provider)
+        if name is None:
+            return marker  # not one of this app's providers: plain wiring decides
+        if marker._kind is None:
+            marker._kind = request_session_kind(getattr(container, name))
+        if marker._kind == "sync":
+            await scope.admit()  # type: ignore[union-attr]
+        value = getattr(container, name)()
+        return await value if inspect.isawaitable(value) else value
+
+
+def request_session_kind(provider: Any) -> str:
+    """ "sync" if `provider` (or what it is built from) is a request's Session, "async" for an
+    AsyncSession, "" for neither."""
+    candidates = [provider, *getattr(provider, "traverse", list)()]
+    made_by = {getattr(candidate, "provides", None) for candidate in candidates}
+    if request_session in made_by:
+        return "sync"
+    return "async" if request_async_session in made_by else ""
 
 
 # The route idioms, with @inject: the request's session of that kind.

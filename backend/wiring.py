@@ -1,16 +1,25 @@
-"""A route that takes a dependency-injector marker it cannot resolve fails at startup, named.
+"""The dependency-injector markers in an app's routes, looked at once, when the app starts.
 
-Without this, forgetting @inject or the wiring of a route's module shows only at the first
-request that reaches it, as `'Provide' object has no attribute 'exec'`.
+- A marker that reaches a request session becomes one that resolves on the event loop from
+  the request's app container (`resolve_markers_on_the_loop`).
+- A marker nothing would resolve fails startup, named (`check_wiring`). Without this,
+  forgetting @inject or the wiring of a route's module shows only at the first request that
+  reaches it, as `'Provide' object has no attribute 'exec'`.
 """
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
-from dependency_injector.wiring import _patched_registry
+from dependency_injector.wiring import Closing, Provide, _patched_registry
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
+
+from backend.container import ClosingOnLoop, ProvideOnLoop, request_session_kind
+
+# dependency-injector's stubs present its markers as instances of a protocol; they are classes.
+PROVIDE, CLOSING = cast(type, Provide), cast(type, Closing)
+ON_LOOP, CLOSING_ON_LOOP = cast(type, ProvideOnLoop), cast(type, ClosingOnLoop)
 
 
 class WiringError(RuntimeError):
@@ -32,6 +41,31 @@ def check_wiring(app: FastAPI, container: Any) -> None:
                     )
 
 
+def resolve_markers_on_the_loop(app: FastAPI) -> None:
+    """Make each `Provide[...]` (or `Closing[Provide[...]]`) in `app`'s routes that reaches a
+    request session resolve as the layer's own aliases do: on the event loop, from the
+    request's app container, with the request admitted to sync sessions first.
+
+    FastAPI calls a marker as a sync dependency, in its threadpool; a request session asked
+    for from there would be taken by a request that already holds a worker, which is how a
+    pool smaller than the threadpool deadlocks (backend/db/scope.py). The marker keeps its
+    provider and its class's place in dependency-injector's eyes (ProvideOnLoop is a Provide,
+    ClosingOnLoop a Closing), and hands FastAPI the session itself, which @inject passes on.
+    """
+    for route in _routes(app.routes):
+        if isinstance(route, APIRoute | APIWebSocketRoute):
+            for _, _, marker in _markers(route.dependant):
+                kind, inner = type(marker), getattr(marker, "provider", None)
+                if kind is PROVIDE and request_session_kind(inner):
+                    marker.__class__ = ON_LOOP
+                elif (
+                    kind is CLOSING
+                    and type(inner) is PROVIDE
+                    and request_session_kind(getattr(inner, "provider", None))
+                ):
+                    marker.__class__ = CLOSING_ON_LOOP
+
+
 def _routes(routes: Iterable[Any]) -> Iterator[Any]:
     for route in routes:
         # FastAPI 0.16x keeps an included router as one entry (`original_router`); earlier
@@ -46,10 +80,9 @@ def _routes(routes: Iterable[Any]) -> Iterator[Any]:
 def _markers(dependant: Dependant) -> Iterator[tuple[Any, str, Any]]:
     for dependency in dependant.dependencies:
         marker = dependency.call
-        # The aliases' ProvideOnLoop resolves itself from the request's app container. (By
-        # name: for type checkers ProvideOnLoop is dependency-injector's Provide.)
+        # The aliases' ProvideOnLoop resolves itself from the request's app container.
         is_marker = getattr(marker, "__IS_MARKER__", False)  # dependency-injector's own flag
-        if is_marker and type(marker).__name__ != "ProvideOnLoop":
+        if is_marker and not isinstance(marker, ON_LOOP):
             yield dependant.call, str(dependency.name), marker
         yield from _markers(dependency)
 

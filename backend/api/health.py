@@ -3,15 +3,17 @@ each read replica (DATABASE_READ_URL): up, in recovery, how far behind."""
 
 from typing import Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.api.errors import answer
 from backend.container import Container, ProvideOnLoop
 from backend.db.errors import Verdict, classify
-from backend.db.health import probe
+from backend.db.health import probe, probe_async
 from backend.db.replicas import ReadReplicas
 
 router = APIRouter(tags=["health"])
@@ -26,11 +28,14 @@ router = APIRouter(tags=["health"])
 )
 def database_health(
     request: Request,
-    engine: Engine = Depends(ProvideOnLoop[Container.engine]),
+    engine: Engine | AsyncEngine = Depends(ProvideOnLoop[Container.probed_engine]),
     replicas: ReadReplicas = Depends(ProvideOnLoop[Container.read_replicas]),
 ) -> JSONResponse:
     try:
-        body: dict[str, Any] = dict(probe(engine))
+        if isinstance(engine, AsyncEngine):  # its connections belong to the event loop
+            body: dict[str, Any] = dict(anyio.from_thread.run(probe_async, engine))
+        else:
+            body = dict(probe(engine))
     except SQLAlchemyError as exc:
         # Whatever stops the probe is the database's state, never the route's bug.
         verdict = classify(exc) or Verdict("unavailable", 503, True, None)

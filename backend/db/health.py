@@ -4,10 +4,12 @@ from time import perf_counter
 from typing import TypedDict
 
 from sqlalchemy import Connection, Engine, QueuePool, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db.pool import TimedQueuePool
 
 PROBE = text("SELECT current_setting('server_version')")
+SERVER_SEES_TLS = text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
 
 
 class PoolStatus(TypedDict):
@@ -40,6 +42,24 @@ def probe(engine: Engine) -> DatabaseHealth:
         "ssl": bool(ssl),
         "server_version": str(server_version),
         "pool": pool_status(engine),
+    }
+
+
+async def probe_async(engine: AsyncEngine) -> DatabaseHealth:
+    """probe() on an async engine (one the app gave the container: its only engine)."""
+    started = perf_counter()
+    async with engine.connect() as connection:
+        server_version = await connection.scalar(PROBE)
+        # asyncpg says nothing public of its TLS: the server's view of this hop, which is the
+        # client's own unless a proxy stands between.
+        ssl = await connection.scalar(SERVER_SEES_TLS)
+    latency_ms = (perf_counter() - started) * 1000
+    return {
+        "status": "ok",
+        "latency_ms": round(latency_ms, 3),
+        "ssl": bool(ssl),
+        "server_version": str(server_version),
+        "pool": pool_status(engine.sync_engine),
     }
 
 

@@ -92,3 +92,17 @@ def _read_only(driver_connection: Any) -> bool:
     else:  # asyncpg keeps every ParameterStatus in its settings
         value = getattr(driver_connection.get_settings(), READ_ONLY_SETTING, None)
     return value in (None, "on")
+
+
+def read_only_view(engine: Any) -> Any:
+    """A read engine on `engine`'s own pool (an Engine or AsyncEngine the app was given).
+
+    Its connections are not ours to configure, so the server's guard comes from the
+    transaction instead of the startup packet: every read runs in a READ ONLY transaction
+    (SQLAlchemy's `postgresql_readonly` option, reset when the connection goes back to the
+    pool), and writes are refused before they are sent. Listeners on the view are its own:
+    the engine it is a view of is left as it was.
+    """
+    view = engine.execution_options(postgresql_readonly=True)
+    refuse_writes(getattr(view, "sync_engine", view))
+    return view

@@ -116,6 +116,11 @@ class ReplicaSet:
             fallback=settings.read_fallback,
         )
 
+    @classmethod
+    def none(cls, _: object = None) -> "ReplicaSet":
+        """No replicas: reads go to the primary."""
+        return cls([], max_lag=0, lag_check_interval=0, fallback="primary")
+
     def order(self) -> list[int]:
         """The replicas a read may try, in turn: one due for a retry first (someone has to pay
         for it, and it can take reads again only once tried), then the usable ones, each read

@@ -147,7 +147,7 @@ class RequestScope:
         try:
             for session in self._take_sessions():
                 try:
-                    await _close(session)
+                    await close_session(session)
                 except Exception:
                     # The response is already sent; one failed close must not skip the others.
                     logger.warning("closing a request's session failed", exc_info=True)
@@ -184,18 +184,23 @@ def current_scope() -> RequestScope | None:
     return _current.get()
 
 
+# What a request session asked for outside any scope says: the one call that fixes it.
+NOT_INSTALLED = (
+    "no request scope is running here: add `backend.install(app)` where your FastAPI app is "
+    "made (or take `Depends(backend.get_session)`, which needs no setup); outside a request, "
+    "open `with RequestScope():`"
+)
+
+
 def _current_scope() -> RequestScope:
     scope = _current.get()
     if scope is None:
-        raise OutsideRequestError(
-            "no request is running here: a request session exists only inside a request of "
-            "an app made by backend's create_app() (or with RequestScopeMiddleware added), "
-            "or inside `with RequestScope():` / `async with RequestScope():`"
-        )
+        raise OutsideRequestError(NOT_INSTALLED)
     return scope
 
 
-async def _close(session: Session | AsyncSession) -> None:
+async def close_session(session: Session | AsyncSession) -> None:
+    """Close a session without blocking the event loop (and without FastAPI's threadpool)."""
     if isinstance(session, AsyncSession):
         if session.in_transaction():
             await session.close()  # a ROLLBACK: on the loop, asyncpg's I/O is async
@@ -224,8 +229,10 @@ class RequestScopeMiddleware:
     context, so the scope set here is the one every dependency, thread and task inherits.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, container: Any = None) -> None:
         self.app = app
+        # The app's container, chosen when the layer was installed; None: `app.state`'s.
+        self.container = container
         # One admission gate per event loop (a TestClient runs each `with` in a new loop).
         self._gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             WeakKeyDictionary()
@@ -235,7 +242,7 @@ class RequestScopeMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        container = getattr(scope["app"].state, "container", None)
+        container = self.container or getattr(scope["app"].state, "container", None)
         async with RequestScope(self._gate(), container):
             await self.app(scope, receive, send)
 

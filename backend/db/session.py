@@ -1,24 +1,26 @@
-"""The seed's surface over the app's container: `get_session()`, `engine`, `session_maker`, twins.
+"""The seed's surface: `get_session()`, `engine`, `session_maker` and their async twins.
 
-Every name here resolves from one container: the app's (`create_app()` makes it the default
-when the app starts), or, before any app has started, a default `Container()` made on first
-use, which `create_app()` then adopts. So `Depends(get_session)`, `SessionDep` and
-`backend.db.session.engine` share one set of pools and one set of overrides. Importing this
-module reads no variable and opens no connection.
+`get_session` resolves from the request's app container where the layer is installed, else
+from the default container; the module-level names always from the default container: a
+`Container()` made on first use, which `create_app()` and `install()` adopt when they are not
+given one. So `Depends(get_session)`, `SessionDep` and `backend.db.session.engine` share one
+set of pools and one set of overrides. Importing this module reads no variable and opens no
+connection.
 """
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
 
 from backend.container import Container
-from backend.db.scope import current_scope
+from backend.db.scope import RequestScope, close_session, current_scope
 
 _default: list[Container] = []  # at most one: the container module-level names resolve from
 
@@ -39,25 +41,47 @@ def forget_default_container() -> None:
     _default.clear()
 
 
-def _request_container(request: Request) -> Container:
-    scope = current_scope()
-    container = getattr(scope, "container", None) or getattr(request.app.state, "container", None)
+def _container_of(connection: HTTPConnection, scope: RequestScope | None) -> Container:
+    container = getattr(scope, "container", None) or getattr(
+        connection.app.state, "container", None
+    )
     return container or default_container()
 
 
-async def get_session(request: Request) -> Session:
-    """`session: Session = Depends(get_session)`: the request's session, as SessionDep."""
+async def get_session(connection: HTTPConnection) -> AsyncIterator[Session]:
+    """`session: Session = Depends(get_session)`: a session for this request, on any app.
+
+    In an app with the layer installed it is the request's own session, as SessionDep's
+    (shared with every other idiom, closed by the layer after the response). Elsewhere it is
+    an ordinary FastAPI yield dependency: one session per request, shared by its
+    sub-dependencies through FastAPI's per-request cache, and closed when FastAPI ends the
+    dependency, rolling back whatever was not committed. Either way it needs no setup.
+    """
     scope = current_scope()
+    container = _container_of(connection, scope)
     if scope is not None:
         await scope.admit()
-    session: Session = _request_container(request).session()
-    return session
+        yield container.session()
+        return
+    session: Session = container.session_maker()()
+    try:
+        yield session
+    finally:
+        await close_session(session)
 
 
-async def get_async_session(request: Request) -> AsyncSession:
-    """`Depends(get_async_session)`: the request's AsyncSession, as AsyncSessionDep."""
-    session: AsyncSession = _request_container(request).async_session()
-    return session
+async def get_async_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """`Depends(get_async_session)`: get_session's AsyncSession twin."""
+    scope = current_scope()
+    container = _container_of(connection, scope)
+    if scope is not None:
+        yield container.async_session()
+        return
+    session: AsyncSession = container.async_session_maker()()
+    try:
+        yield session
+    finally:
+        await close_session(session)
 
 
 def database_url() -> URL:

@@ -1,15 +1,14 @@
 """The user's app, started on the test's database: sync (TestClient) and async (httpx) clients.
 
-The app's container is bound to the test database as the app starts, before anything in it
-is built: `create_app()`'s lifespan first makes its container the current one
-(`backend.main.use_container`), and that is where the binding happens — for a container passed
-to `create_app(container)` and for the default one alike, since an app made without one only
-settles on its container there.
+Any FastAPI app: the container its sessions come from is bound to the test database before
+the app starts. That is `app.state.container` where the layer is installed (`install()` and
+`create_app()` choose it when the app is made), else the default container, which
+`Depends(get_session)` uses on a plain app.
 """
 
 import importlib
 from collections.abc import Iterator, Mapping
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -24,16 +23,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import backend.main
 from backend.container import Container
+from backend.db.session import default_container
 from backend.testing.databases import TestDatabase
-
-# What create_app()'s lifespan calls first, with the container it settled on.
-STARTUP_HOOK = "use_container"
-
-
-class NotBoundError(RuntimeError):
-    """The app started without binding its container: not an app of create_app()."""
 
 
 def load_app(spec: str) -> FastAPI:
@@ -50,47 +42,28 @@ def load_app(spec: str) -> FastAPI:
     return app
 
 
+def container_of(app: FastAPI) -> Container:
+    """The container `app`'s sessions come from."""
+    installed: Container | None = getattr(app.state, "container", None)
+    return installed if installed is not None else default_container()
+
+
 @contextmanager
-def bound_at_startup(
-    app: FastAPI, database: TestDatabase, bound: list[Container]
-) -> Iterator[None]:
-    """While the app starts inside this block, its container is bound to `database` (and
-    added to `bound`, for the caller to unbind)."""
-    use_container = getattr(backend.main, STARTUP_HOOK)
-
-    def use_and_bind(container: Container) -> None:
-        use_container(container)
-        database.bind(container)
-        bound.append(container)
-
-    setattr(backend.main, STARTUP_HOOK, use_and_bind)
+def bound(app: FastAPI, database: TestDatabase) -> Iterator[None]:
+    """`app`'s container bound to `database` inside the block, let go after it."""
+    container = container_of(app)
+    database.bind(container)
     try:
         yield
     finally:
-        setattr(backend.main, STARTUP_HOOK, use_container)
-    if not bound or getattr(app.state, "container", None) is not bound[-1]:
-        raise NotBoundError(
-            "the app started without its container being pointed at the test database: "
-            "backend_client and backend_async_client take an app made by "
-            "backend.main.create_app()"
-        )
+        database.unbind(container)
 
 
 @contextmanager
 def started(app: FastAPI, database: TestDatabase) -> Iterator[TestClient]:
     """A TestClient with the app started on `database`; stopped and let go at exit."""
-    bound: list[Container] = []
-    with ExitStack() as stack:
-        stack.callback(_unbind, database, bound)
-        with bound_at_startup(app, database, bound):
-            client = stack.enter_context(TestClient(app))
+    with bound(app, database), TestClient(app) as client:
         yield client
-
-
-def _unbind(database: TestDatabase, bound: list[Container]) -> None:
-    for container in bound:
-        database.unbind(container)
-    bound.clear()
 
 
 class AsyncAppClient:
@@ -102,19 +75,17 @@ class AsyncAppClient:
         self.app = app
         self.database = database
         self._stack: AsyncExitStack | None = None
-        self._bound: list[Container] = []
 
     async def __aenter__(self) -> httpx.AsyncClient:
         stack = AsyncExitStack()
         try:
-            with bound_at_startup(self.app, self.database, self._bound):
-                state = await stack.enter_async_context(self.app.router.lifespan_context(self.app))
+            stack.enter_context(bound(self.app, self.database))
+            state = await stack.enter_async_context(self.app.router.lifespan_context(self.app))
             transport = httpx.ASGITransport(app=_with_state(self.app, state))
             client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
             await stack.enter_async_context(client)
         except BaseException:
             await stack.aclose()
-            _unbind(self.database, self._bound)
             raise
         self._stack = stack
         return client
@@ -122,12 +93,9 @@ class AsyncAppClient:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            if self._stack is not None:
-                await self._stack.aclose()
-        finally:
-            self._stack = None
-            _unbind(self.database, self._bound)
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
 
 def _with_state(app: ASGIApp, state: Mapping[str, Any] | None) -> ASGIApp:

@@ -1,0 +1,166 @@
+"""`install(app)`: the layer added to a FastAPI app; `create_app()`: a new app with it.
+
+Either way the container is chosen when the app is made, wired and checked when it starts,
+and the engines it built are disposed when it stops."""
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import ModuleType
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine, QueuePool
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import api
+from backend.api import health as health_route
+from backend.api.errors import handle_database_errors
+from backend.container import Container
+from backend.db.budget import pool_sizes
+from backend.db.rules import check_rules
+from backend.db.scope import RequestScopeMiddleware
+from backend.db.session import default_container, use_container
+from backend.db.url import is_pooler
+from backend.settings import ConfigurationError
+from backend.wiring import check_wiring, resolve_markers_on_the_loop
+
+logger = logging.getLogger("backend")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+def install(
+    app: FastAPI,
+    container: Container | None = None,
+    *,
+    wire: Sequence[str | ModuleType] = (),
+    health: bool = True,
+) -> Container:
+    """Add the layer to `app`, an app of your own: the request scope (one session per
+    request, closed after the response), the database error answers, `GET /health/db` (unless
+    `health=False`), and a lifespan around the app's own (its `lifespan=`, or its startup and
+    shutdown handlers) that checks the settings, wires `wire` (modules or packages, objects or
+    dotted names) to the container, and disposes the engines it built at shutdown.
+
+    Without a container, the default one (`backend.db.session`'s) is the app's. The one used
+    is returned, and kept as `app.state.container`: where tests bind their database.
+    """
+    active = container if container is not None else default_container()
+    app.state.container = active
+    # Outside the exception handlers: a 503 is answered before the request's sessions close.
+    app.add_middleware(RequestScopeMiddleware, container=active)
+    handle_database_errors(app)
+    if health:
+        app.include_router(health_route.router)
+    apps_own = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
+        # First: backend.db.session's module-level names resolve from the running app's.
+        use_container(active)
+        engine = _checked(active)
+        modules = [importlib.import_module(m) if isinstance(m, str) else m for m in wire]
+        active.wire(
+            modules=[m for m in modules if not hasattr(m, "__path__")],
+            packages=[api, *(m for m in modules if hasattr(m, "__path__"))],
+        )
+        resolve_markers_on_the_loop(app)
+        check_wiring(app, active)
+        say_which_database(active, engine)
+        say_which_replicas(active)
+        try:
+            async with apps_own(app) as state:
+                yield state
+        finally:
+            # Not unwired: an app started again (a second TestClient) must find its routes
+            # wired. Only what was built is disposed: nothing is built to be disposed.
+            for built in active.built_engines():
+                disposed = built.dispose()  # an AsyncEngine gives a coroutine
+                if disposed is not None:
+                    await disposed
+
+    app.router.lifespan_context = lifespan_of_the_layer
+    return active
+
+
+def create_app(
+    container: Container | None = None,
+    *,
+    routers: Iterable[APIRouter] = (),
+    wire: Sequence[str | ModuleType] = (),
+    lifespan: Lifespan | None = None,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """A new app with the layer installed: `FastAPI(lifespan=lifespan, **fastapi_options)`,
+    `routers` included, then `install(app, container, wire=wire)`. Your `lifespan` runs inside
+    the layer's: the container is ready when it starts, and engines are disposed after it."""
+    app = FastAPI(lifespan=lifespan, **{"title": "backend", **fastapi_options})
+    install(app, container, wire=wire)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _checked(active: Container) -> Engine:
+    """The app's write engine, every setting checked (a bad one stops startup here), the pool
+    built; SQLAlchemy connects on first use, so the app starts even while the database is
+    unreachable."""
+    try:
+        probed = active.probed_engine()
+        engine: Engine = probed.sync_engine if isinstance(probed, AsyncEngine) else probed
+        if not active.engine.overridden and not active.async_engine.overridden:
+            check_rules(active.settings())  # the async path's too, not at its first request
+    except ConfigurationError as error:
+        # uvicorn prints the lifespan's traceback: raised afresh, the setting's sentence is its
+        # last line after a few frames, not after dependency-injector's thirty.
+        raise ConfigurationError(str(error)) from None
+    return engine
+
+
+def say_which_database(container: Container, engine: Engine) -> None:
+    """One line at startup, in every run mode: which database, direct or pooler, TLS, pools."""
+    _give_the_log_an_output()
+    pool = engine.pool
+    try:
+        settings = container.settings()
+        where = "pooler (PgBouncer, transaction mode)" if is_pooler(settings) else "direct"
+        sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
+        if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
+            sizes += f" ({read[0]} + {read[1]} for the read engines)"
+    except ConfigurationError:  # an engine handed in by a test, without settings
+        where = "an engine given to the container"
+        sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__
+    logger.info(
+        "database %s, %s, sslmode=%s, %s",
+        engine.url.render_as_string(hide_password=True), where,
+        engine.url.query.get("sslmode", "default"), sizes,
+    )  # fmt: skip
+
+
+def say_which_replicas(container: Container) -> None:
+    """A line per read replica (DATABASE_READ_URL), after building its engine: a replica URL
+    the rules refuse stops the app at startup, as DATABASE_URL's does."""
+    if container.engine.overridden or container.async_engine.overridden:
+        return  # an engine given to the container has no replicas
+    settings = container.settings()
+    for replica, engine in zip(settings.replicas, container.replica_engines(), strict=True):
+        logger.info(
+            "read replica %s, %s, sslmode=%s; max lag %s, without a replica: %s",
+            engine.url.render_as_string(hide_password=True),
+            "pooler (PgBouncer, transaction mode)" if is_pooler(replica) else "direct",
+            engine.url.query.get("sslmode", "default"),
+            f"{settings.read_max_lag:g} s" if settings.read_max_lag else "unbounded",
+            "read from the primary" if settings.read_fallback == "primary" else "503",
+        )
+
+
+def _give_the_log_an_output() -> None:
+    # Logging is the application's to configure; where it is not configured at all (plain
+    # uvicorn configures only its own loggers), the layer's lines would vanish below WARNING.
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
