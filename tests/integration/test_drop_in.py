@@ -325,9 +325,9 @@ def read(session: ReadSessionDep) -> dict[str, Any]:
 
 @overridden.get("/async/read")
 async def read_async(session: AsyncReadSessionDep) -> dict[str, Any]:
-    row = (await session.exec(sa.text("SELECT current_database()"))).one()
+    database = await session.scalar(sa.text("SELECT current_database()"))
     read_only = await session.scalar(sa.text("SELECT current_setting('transaction_read_only')"))
-    return {"database": row[0], "read_only": read_only}
+    return {"database": database, "read_only": read_only}
 
 
 @pytest.fixture
