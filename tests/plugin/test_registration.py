@@ -48,4 +48,7 @@ def test_without_trustme_the_run_says_what_to_install(pytester: pytest.Pytester)
     )
     result = run(pytester)
     result.assert_outcomes(errors=1)
-    assert "trustme, which is not installed: pip install 'backend[testing]'" in result.stdout.str()
+    assert (
+        "trustme, which is not installed: pip install 'fastapi-sqlmodel-neon[testing]'"
+        in result.stdout.str()
+    )

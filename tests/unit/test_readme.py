@@ -13,7 +13,10 @@ def test_the_readme_shows_the_override_example_verbatim() -> None:
 def test_the_readme_commands_are_the_ones_ci_runs() -> None:
     readme = (project_root() / "README.md").read_text()
     ci = (project_root() / ".ci/run").read_text()
-    test_command = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"
+    test_command = (
+        "python3 -m venv .venv && .venv/bin/pip install -U 'pip>=25.1' && "
+        ".venv/bin/pip install -e '.[embedded,testing]' --group dev && .venv/bin/pytest"
+    )
     assert test_command in readme
     assert test_command in ci
 
