@@ -56,6 +56,8 @@ def run_checks(
 ) -> Report:
     """Run every step; a ConfigurationError (a setting the app would refuse) propagates."""
     report = Report(show)
+    if container.engine.overridden:
+        return _check_given_engine(report, container.engine(), options)
     (settings, engine, async_engine, said), ms = timed(partial(_built, container))
     report.add(_settings_step(settings, said), ms)
     target = target_of(settings)
@@ -155,6 +157,21 @@ def _server_steps(
             if connection.invalidated or connection.closed:
                 report.skip([later for later, _ in steps[i + 1 :]], "the connection was lost")
                 return
+
+
+def _check_given_engine(report: Report, engine: Engine, options: Options) -> Report:
+    """The steps that apply to an engine the app gave the container: its URL, TLS and pool
+    are its own, not the settings', so only what it reaches is checked."""
+    report.skip(["settings", "dns", "tcp", "tls"], "an engine was given to the container")
+    (step, connection), ms = timed(partial(server.authenticate, engine))
+    report.add(step, ms)
+    if connection is None:
+        report.skip(["server", "round trip"], "the server did not let us in")
+        return report
+    with connection:
+        report.add(*timed(partial(server.server_version, connection)))
+        report.add(*timed(partial(server.round_trip, connection, options.pings)))
+    return report
 
 
 def _built(

@@ -394,3 +394,25 @@ def test_two_apps_in_one_process_keep_their_own_overriding_engines(
         assert [engine.pool.checkedin() for engine in engines] == [1, 1]  # type: ignore[attr-defined]
     for engine in engines:
         engine.dispose()
+
+
+def test_check_on_a_container_given_an_engine_checks_that_engine(no_database_url: URL) -> None:
+    from backend.doctor import Options, run_checks
+
+    engine = sa.create_engine(no_database_url)
+    container = Container()
+    container.engine.override(providers.Object(engine))
+    report = run_checks(container, Options(pings=2))
+    verdicts = {step.name: step.status for step in report.steps}
+    assert verdicts == {
+        "settings": "skip",
+        "dns": "skip",
+        "tcp": "skip",
+        "tls": "skip",
+        "authentication": "pass",
+        "server": "pass",
+        "round trip": "pass",
+    }
+    assert report.exit_code == 0
+    assert container.built_engines() == []
+    engine.dispose()

