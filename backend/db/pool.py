@@ -15,10 +15,10 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
-from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Queue
 
 from backend.db.errors import label
+from backend.db.greenlet import await_
 
 logger = logging.getLogger("backend")
 # SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.pool.*,
@@ -113,6 +113,8 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
         # A connection in the queue means no waiter is left to hand it to: take it.
         if not block or not self.empty():
             return self.get_nowait()
+        # The pool calls `get` synchronously inside SQLAlchemy's greenlet (this queue is
+        # AsyncAdaptedQueue's, whose `get` is sync too): the wait is awaited from there.
         return await_(self._wait(timeout))
 
     async def _wait(self, timeout: float | None) -> T:
