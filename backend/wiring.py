@@ -7,12 +7,13 @@
   reaches it, as `'Provide' object has no attribute 'exec'`.
 """
 
+import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from dependency_injector.wiring import Closing, Provide, _patched_registry
+import dependency_injector.wiring
+from dependency_injector.wiring import Closing, Provide
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from backend.container import ClosingOnLoop, ProvideOnLoop, request_session_kind
@@ -20,6 +21,21 @@ from backend.container import ClosingOnLoop, ProvideOnLoop, request_session_kind
 # dependency-injector's stubs present its markers as instances of a protocol; they are classes.
 PROVIDE, CLOSING = cast(type, Provide), cast(type, Closing)
 ON_LOOP, CLOSING_ON_LOOP = cast(type, ProvideOnLoop), cast(type, ClosingOnLoop)
+
+if TYPE_CHECKING:
+    # FastAPI's undocumented model of a route's dependencies (route.dependant): for the type
+    # checker only, so that a move of it breaks no import. Its call, name and dependencies
+    # are the same from FastAPI 0.115 to 0.165.
+    from fastapi.dependencies.models import Dependant
+
+
+logger = logging.getLogger("backend")
+# dependency-injector keeps no public record of what @inject patched and what wire() bound to
+# it: 4.49 sets no attribute on the patched function (functools.wraps' __wrapped__ says only
+# that it wraps something) and has no public query. Its registry (PatchedRegistry in
+# dependency_injector/wiring.py) is the one place that knows: private, so checked against
+# dependency-injector<4.50. Were it gone, routes go unchecked rather than the app not starting.
+_patched_registry: Any = getattr(dependency_injector.wiring, "_patched_registry", None)
 
 
 class WiringError(RuntimeError):
@@ -29,6 +45,12 @@ class WiringError(RuntimeError):
 def check_wiring(app: FastAPI, container: Any) -> None:
     """Raise WiringError for the first marker in `app`'s routes that would not resolve from
     `container`."""
+    if _patched_registry is None:
+        logger.warning(
+            "the routes' markers are not checked: this dependency-injector has no "
+            "_patched_registry (backend.wiring)"
+        )
+        return
     own = {id(provider) for provider in container.traverse()}
     for route in _routes(app.routes):
         if isinstance(route, APIRoute | APIWebSocketRoute):
@@ -77,7 +99,7 @@ def _routes(routes: Iterable[Any]) -> Iterator[Any]:
             yield route
 
 
-def _markers(dependant: Dependant) -> Iterator[tuple[Any, str, Any]]:
+def _markers(dependant: "Dependant") -> Iterator[tuple[Any, str, Any]]:
     for dependency in dependant.dependencies:
         marker = dependency.call
         # The aliases' ProvideOnLoop resolves itself from the request's app container.
@@ -88,8 +110,6 @@ def _markers(dependant: Dependant) -> Iterator[tuple[Any, str, Any]]:
 
 
 def _why_unresolved(function: Any, parameter: str, own: set[int]) -> str | None:
-    # dependency-injector keeps no public record of what it patched and wired; its registry
-    # is the one place that knows (dependency_injector/wiring.py, PatchedRegistry).
     patched = _patched_registry.get_callable(function)
     if patched is None:
         return "is not decorated with @inject: add @inject under the route decorator"

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.util import await_only
 
 from backend.db.errors import as_connect_error, is_transient_connect_error
+from backend.db.greenlet import await_
 
 FIRST_BACKOFF = 0.2  # seconds; doubled after each failed attempt, with ±50% jitter
 
@@ -47,6 +47,6 @@ def retry_connects(engine: Engine, retries: int, budget: float) -> None:
             # The last pause ends at the deadline at the latest.
             pause = min(left, backoff * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
             # The async engine connects inside the event loop: sleeping there must not block it.
-            await_only(asyncio.sleep(pause)) if dialect.is_async else time.sleep(pause)
+            await_(asyncio.sleep(pause)) if dialect.is_async else time.sleep(pause)
             backoff *= 2
         raise AssertionError("unreachable")

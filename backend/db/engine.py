@@ -15,7 +15,11 @@ from backend.db.errors import label
 from backend.db.ping import ping_when_idle
 from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool
 from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
-from backend.db.timeouts import bound_asyncpg_waits, libpq_tcp_parameters
+from backend.db.timeouts import (
+    bound_asyncpg_waits,
+    discard_desynced_connections,
+    libpq_tcp_parameters,
+)
 from backend.db.timeouts import psycopg2_connect_args as bounded_waits
 from backend.db.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
 from backend.settings import DatabaseSettings, MissingDriver
@@ -76,6 +80,7 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
     )
     _add_connection_care(engine.sync_engine, settings, read_only)
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
+    discard_desynced_connections(engine.sync_engine)
     if read_only and not is_pooler(settings):
         keep_server_guard(engine.sync_engine)
     _label_errors(engine.sync_engine)

@@ -14,11 +14,17 @@ from collections import deque
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
-from sqlalchemy.util import await_
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Queue
 
 from backend.db.errors import label
+from backend.db.greenlet import await_
+
+# Private SQLAlchemy internals, for want of a public hook into how a checkout waits: a pool
+# builds its queue from the class attribute `_queue_class` and keeps it as `_pool`; the queues
+# are those of sqlalchemy.util.queue (Queue, AsyncAdaptedQueue and its asyncio.Queue `_queue`,
+# Empty). The same from 2.0.30 to 2.1.9, tests/integration/test_pool_order.py checks them:
+# this needs sqlalchemy<2.2.
 
 logger = logging.getLogger("backend")
 # SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.pool.*,
@@ -113,6 +119,8 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
         # A connection in the queue means no waiter is left to hand it to: take it.
         if not block or not self.empty():
             return self.get_nowait()
+        # The pool calls `get` synchronously inside SQLAlchemy's greenlet (this queue is
+        # AsyncAdaptedQueue's, whose `get` is sync too): the wait is awaited from there.
         return await_(self._wait(timeout))
 
     async def _wait(self, timeout: float | None) -> T:
@@ -167,9 +175,9 @@ class TimedQueuePool(QueuePool):
         super().__init__(*args, **kwargs)
         self._pool.waits = PoolWaits(wait_warning)  # type: ignore[attr-defined]
 
-    def _do_get(self) -> ConnectionPoolEntry:
+    def connect(self) -> PoolProxiedConnection:
         try:
-            return super()._do_get()
+            return super().connect()
         except PoolTimeoutError as error:
             label(error, self.host)
             raise

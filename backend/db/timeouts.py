@@ -16,6 +16,11 @@ Either way the connection is discarded and the request answers 503, like any los
 import socket
 from typing import Any
 
+from asyncpg.exceptions import (  # type: ignore[import-untyped]  # asyncpg ships no types
+    InternalClientError,
+    OutdatedSchemaCacheError,
+    TargetServerAttributeNotMatched,
+)
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import OperationalError
@@ -67,6 +72,39 @@ def bound_asyncpg_waits(engine: Engine, tcp_user_timeout: int, command_timeout: 
             context.statement,
             context.parameters,
             TimeoutError(no_answer(command_timeout)),
+            hide_parameters=context.engine is not None and context.engine.hide_parameters,
+            connection_invalidated=True,
+        )
+
+
+def discard_desynced_connections(engine: Engine) -> None:
+    """On an AsyncEngine's sync_engine: asyncpg's protocol-state errors (`cannot switch to
+    state 13; another operation (2) is in progress`, as when the server ends a connection in
+    the middle of a statement) discard the connection and answer as a lost one.
+
+    Such a connection's protocol no longer matches the server: reused, it fails again at once.
+    SQLAlchemy before 2.0.50 passes the error through untranslated (not a DBAPIError: a 500,
+    and the connection back in the pool: sqlalchemy/sqlalchemy#13241); 2.0.50 and later
+    translate it into an InternalError, which invalidates the connection only if asyncpg has
+    closed it already. Either way it becomes the OperationalError of an invalidated connection.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def desynced(context: ExceptionContext) -> OperationalError | None:
+        error = context.original_exception
+        # Untranslated, or the dialect's InternalClientError raised from asyncpg's.
+        driver_error = error if isinstance(error, InternalClientError) else error.__cause__
+        if not isinstance(driver_error, InternalClientError) or isinstance(
+            # Not desynced: a stale statement cache, a server of the wrong role at connect.
+            driver_error,
+            OutdatedSchemaCacheError | TargetServerAttributeNotMatched,
+        ):
+            return None
+        context.is_disconnect = True
+        return OperationalError(
+            context.statement,
+            context.parameters,
+            driver_error,
             hide_parameters=context.engine is not None and context.engine.hide_parameters,
             connection_invalidated=True,
         )
