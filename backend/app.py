@@ -47,6 +47,11 @@ def install(
     Without a container, the default one (`backend.db.session`'s) is the app's. The one used
     is returned, and kept as `app.state.container`: where tests bind their database.
     """
+    if getattr(app.state, "container", None) is not None:
+        raise RuntimeError(
+            "the layer is already installed on this app (create_app() installs it): "
+            "call install() once per app"
+        )
     active = container if container is not None else default_container()
     app.state.container = active
     # Outside the exception handlers: a 503 is answered before the request's sessions close.
