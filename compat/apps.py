@@ -99,11 +99,17 @@ ASYNC_RHOBORO = App(
         # uv.lock, Feb 2025): pytest 9 turns its `--strict` into strict config, which refuses
         # its `xfails_strict` key.
         (
-            "-r", "requirements_test.txt", "pytest==8.3.4", "pytest-cov==6.0.0",
-            "pytest-env==1.1.5", "pytest-mock==3.14.0", "pytest-randomly==3.16.0",
-            "psycopg2-binary==2.9.10", "httpx==0.28.1",
+            "-r",
+            "requirements_test.txt",
+            "pytest==8.3.4",
+            "pytest-cov==6.0.0",
+            "pytest-env==1.1.5",
+            "pytest-mock==3.14.0",
+            "pytest-randomly==3.16.0",
+            "psycopg2-binary==2.9.10",
+            "httpx==0.28.1",
         ),
-    ),  # fmt: skip
+    ),
     databases=(),  # its conftest makes (and drops) `test`
     env={
         # APP_CONFIG_FILE=test comes from its pytest-env setting; these win over test.env.

@@ -22,9 +22,7 @@ def main(databases: list[str]) -> None:
     server = new_server(choose_bindir(), certificates=None)  # no certificates: plaintext
     try:
         server.start()
-        admin = sa.create_engine(
-            server.url(), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT"
-        )
+        admin = sa.create_engine(server.url(), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             for name in databases:
                 connection.execute(sa.text(f'CREATE DATABASE "{name}"'))

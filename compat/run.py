@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from apps import APPS, App, Edit
 HERE = Path(__file__).resolve().parent
 MAIN_CHECKOUT = Path("/work/main")
 MIRRORS = Path("/work/.mirror")
-LAYER_EXTRAS = "[testing]"  # its pytest plugin loads in the apps' pytest: what it needs
+LAYER_EXTRAS = ""  # none: the apps test with their own DB code; see README (the testing extra)
 IDIOMS = ("none", "depends", "di")
 # pytest's closing line: "==== 3 failed, 57 passed, 1 warning in 4.20s ===="
 SUMMARY = re.compile(r"^=+ (?P<counts>.*\d+ \w+.*) in [\d.]+s(?: \([^)]*\))? =+$")
@@ -131,11 +132,41 @@ def make_venv(app: App, work: Path, wheel: Path, base_python: str, log: Path) ->
         arguments = [part for argument in step for part in expand(argument, source, work)]
         must([str(python), "-m", "pip", "install", "-q", *arguments], log, cwd=source)
     before = frozen(python)
-    must([str(python), "-m", "pip", "install", "-q", f"{wheel}{LAYER_EXTRAS}"], log)
+    # The app's installed versions hold, except where below one of the layer's own floors.
+    floors = layer_floors(wheel)
+    held = [f"{n}=={v}" for n, v in before.items() if not below(v, floors.get(canonical(n)))]
+    pins = work / "app-pins.txt"
+    pins.write_text("\n".join(held) + "\n")
+    layer = [str(python), "-m", "pip", "install", "-q", f"{wheel}{LAYER_EXTRAS}"]
+    if run([*layer, "-c", str(pins)], log) != 0:
+        print(f"  {app.name}: the app's pins cannot all hold beside the layer (see {log})")
+        must(layer, log)
     after = frozen(python)
-    moved = [f"{name} {before[name]} -> {after[name]}" for name in before if before[name] != after.get(name)]  # fmt: skip
+    moved = [f"{n} {v} -> {after.get(n)}" for n, v in before.items() if v != after.get(n)]
     print(f"  {app.name}: the layer's requirements moved: {', '.join(moved) or 'nothing'}")
     return python
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def layer_floors(wheel: Path) -> dict[str, str]:
+    """`name>=X` of the wheel's unconditional requirements: {name: X}."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        text = archive.read(metadata).decode()
+    requirement = r"^Requires-Dist: ([\w.-]+)(?:\[[^]]*\])? ?[^;\n]*?>=([\w.]+)[^;\n]*$"
+    floors = re.findall(requirement, text, flags=re.MULTILINE)
+    return {canonical(name): version for name, version in floors}
+
+
+def number(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def below(version: str, floor: str | None) -> bool:
+    return floor is not None and number(version) < number(floor)
 
 
 def versions(python: Path) -> str:
@@ -176,7 +207,8 @@ def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
         bindir = str(python.parent)
         env = {**os.environ, **env, "PATH": f"{bindir}:{os.environ['PATH']}"}
         env["VIRTUAL_ENV"] = str(python.parent.parent)
-        env.pop("PYTHONPATH", None)
+        # Its own package importable from this checkout, as `uv sync` (editable) makes it.
+        env["PYTHONPATH"] = str(source / app.workdir)
         result, start = Result(), log.stat().st_size
         for command in app.commands:
             status = run(["bash", "-c", command], log, cwd=source / app.workdir, env=env)
@@ -201,7 +233,8 @@ def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
 
 def build_wheel(work: Path) -> Path:
     log = work / "wheel.log"
-    must([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(MAIN_CHECKOUT), "-w", str(work)], log)  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
+    must([*pip, str(MAIN_CHECKOUT), "-w", str(work)], log)
     return next(work.glob("*.whl"))
 
 
