@@ -32,6 +32,7 @@ class App:
     env: dict[str, str]  # {host} {port} {user} {password} are filled in
     commands: tuple[str, ...]  # its own test steps, each through bash, in `workdir`
     edits: dict[Idiom, tuple[Edit, ...]] = field(default_factory=dict)
+    layer_extras: str = ""  # the layer's extras this app needs: "[asyncpg]" for the async path
 
 
 FULL_STACK = App(
@@ -92,6 +93,7 @@ ASYNC_RHOBORO = App(
     # "Update fastapi==0.115.6": requirements.lock pins FastAPI 0.115.6, SQLAlchemy 2.0.37.
     commit="8f2f6892aeee89df708080bd514693941d632f1f",
     kind="async",
+    layer_extras="[asyncpg]",  # a hard dependency of the layer until the extra exists
     workdir=".",
     install=(
         ("-r", "requirements.lock"),

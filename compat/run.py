@@ -27,7 +27,6 @@ from apps import APPS, App, Edit
 HERE = Path(__file__).resolve().parent
 MAIN_CHECKOUT = Path("/work/main")
 MIRRORS = Path("/work/.mirror")
-LAYER_EXTRAS = ""  # none: the apps test with their own DB code; see README (the testing extra)
 IDIOMS = ("none", "depends", "di")
 # pytest's closing line: "==== 3 failed, 57 passed, 1 warning in 4.20s ===="
 SUMMARY = re.compile(r"^=+ (?P<counts>.*\d+ \w+.*) in [\d.]+s(?: \([^)]*\))? =+$")
@@ -137,7 +136,7 @@ def make_venv(app: App, work: Path, wheel: Path, base_python: str, log: Path) ->
     held = [f"{n}=={v}" for n, v in before.items() if not below(v, floors.get(canonical(n)))]
     pins = work / "app-pins.txt"
     pins.write_text("\n".join(held) + "\n")
-    layer = [str(python), "-m", "pip", "install", "-q", f"{wheel}{LAYER_EXTRAS}"]
+    layer = [str(python), "-m", "pip", "install", "-q", f"{wheel}{app.layer_extras}"]
     if run([*layer, "-c", str(pins)], log) != 0:
         print(f"  {app.name}: the app's pins cannot all hold beside the layer (see {log})")
         must(layer, log)
@@ -218,9 +217,11 @@ def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
                 result.failed += 1
                 result.note = f"{command!r} exited {status}, see {log}"
                 return result
-        tested = counts(log.read_text()[start:])
-        if tested is None:
-            return Result(0, 1, f"no pytest summary, see {log}")
+        output = log.read_text()[start:]
+        tested = counts(output)
+        if tested is None:  # pytest did not get to run the tests: say why
+            errors = [line for line in output.splitlines() if line.startswith("E ")]
+            return Result(0, 1, f"no tests ran: {(errors or ['?'])[-1][1:].strip()}; see {log}")
         result.passed, result.failed = tested
         if result.failed:
             result.note = f"see {log}"
