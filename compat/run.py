@@ -151,11 +151,11 @@ def canonical(name: str) -> str:
 
 
 def layer_floors(wheel: Path) -> dict[str, str]:
-    """`name>=X` of the wheel's unconditional requirements: {name: X}."""
+    """`name>=X` of the wheel's requirements, its extras' included: {name: X}."""
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         text = archive.read(metadata).decode()
-    requirement = r"^Requires-Dist: ([\w.-]+)(?:\[[^]]*\])? ?[^;\n]*?>=([\w.]+)[^;\n]*$"
+    requirement = r"^Requires-Dist: ([\w.-]+)(?:\[[^]]*\])? ?[^;\n]*?>=([\w.]+)"
     floors = re.findall(requirement, text, flags=re.MULTILINE)
     return {canonical(name): version for name, version in floors}
 
