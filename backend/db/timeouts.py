@@ -16,11 +16,6 @@ Either way the connection is discarded and the request answers 503, like any los
 import socket
 from typing import Any
 
-from asyncpg.exceptions import (  # type: ignore[import-untyped]  # asyncpg ships no types
-    InternalClientError,
-    OutdatedSchemaCacheError,
-    TargetServerAttributeNotMatched,
-)
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import OperationalError
@@ -88,6 +83,13 @@ def discard_desynced_connections(engine: Engine) -> None:
     translate it into an InternalError, which invalidates the connection only if asyncpg has
     closed it already. Either way it becomes the OperationalError of an invalidated connection.
     """
+
+    # Imported here: asyncpg is an extra, and only an async engine gets this listener.
+    from asyncpg.exceptions import (  # type: ignore[import-untyped]  # asyncpg ships no types
+        InternalClientError,
+        OutdatedSchemaCacheError,
+        TargetServerAttributeNotMatched,
+    )
 
     @event.listens_for(engine, "handle_error")
     def desynced(context: ExceptionContext) -> OperationalError | None:
