@@ -33,6 +33,10 @@ class App:
     commands: tuple[str, ...]  # its own test steps, each through bash, in `workdir`
     edits: dict[Idiom, tuple[Edit, ...]] = field(default_factory=dict)
     layer_extras: str = ""  # the layer's extras this app needs: "[asyncpg]" for the async path
+    python: str = ""  # the X.Y its repo requires, when this machine's python3 is too old for it
+    # Services its tests need beside PostgreSQL, started on loopback for the run: "redis"
+    # (redis-server on the machine) fills {redis_port}.
+    services: tuple[str, ...] = ()
 
 
 FULL_STACK = App(
@@ -146,4 +150,76 @@ ASYNC_RHOBORO = App(
     },
 )
 
-APPS = {app.name: app for app in (FULL_STACK, ASYNC_RHOBORO)}
+# Its tests do not override its dependency: every route takes `Depends(get_db)` (15 routes,
+# no alias), and the suite calls them through httpx on the app's own engine. So the smallest
+# change rebinds the name every route imports: `get_db` in app/database.py becomes the
+# layer's dependency (its own is kept under another name, unused).
+GET_DB = "async def get_db() -> AsyncGenerator:"
+ASYNC_GRILLAZZ = App(
+    name="fastapi-sqlalchemy-asyncpg",
+    repo="grillazz/fastapi-sqlalchemy-asyncpg",
+    # "lint code" (2025-07-26): its CI on Python 3.13, a uv.lock, and its conftest without a
+    # dependency override (one came on 2025-12-25). The next commit moved its logging to
+    # rotoger 0.1, which this machine's registry no longer has (only 0.3, another API); from
+    # Nov 2025 it requires Python ==3.14.0.
+    commit="ffccf8fda09efb0808ad71754b917908bcce2c8a",
+    kind="async",
+    layer_extras="[asyncpg]",
+    python="3.13",
+    services=("redis",),  # its JWTs are stored in Redis (CI: a redis service)
+    workdir=".",
+    install=(
+        # pyproject.toml's dependencies (its test tools among them) at its uv.lock versions.
+        ("-c", "{uv_lock}", "{pyproject:pyproject.toml}"),
+    ),
+    databases=("testdb",),
+    env={
+        # As its CI (.github/workflows/build-and-test.yml); its URL has no port: asyncpg
+        # takes PGPORT.
+        "POSTGRES_HOST": "{host}",
+        "PGPORT": "{port}",
+        "POSTGRES_USER": "{user}",
+        "POSTGRES_PASSWORD": "{password}",
+        "POSTGRES_DB": "testdb",
+        "REDIS_HOST": "{host}",
+        "REDIS_PORT": "{redis_port}",
+        "REDIS_DB": "2",
+        "JWT_EXPIRE": "3600",
+        "JWT_ALGORITHM": "HS256",
+        "DATABASE_URL": "postgresql://{user}:{password}@{host}:{port}/testdb",
+    },
+    commands=(
+        # Its CI's "Create database schema" step, then its "Test" step (uv run pytest).
+        'psql "$DATABASE_URL" -c "CREATE SCHEMA shakespeare; CREATE SCHEMA happy_hog;"',
+        "python -m pytest",
+    ),
+    edits={
+        "depends": (
+            Edit(
+                "app/database.py",
+                GET_DB,
+                "async def _own_get_db() -> AsyncGenerator:",
+                imports="from backend import get_async_session as get_db",
+            ),
+        ),
+        "di": (
+            Edit(
+                "app/database.py",
+                GET_DB,
+                "async def _own_get_db() -> AsyncGenerator:",
+                # The dependency inside `AsyncSessionDep`: its routes take
+                # `AsyncSession = Depends(get_db)`, not an Annotated alias.
+                imports="from typing import get_args\nfrom backend import AsyncSessionDep\n"
+                "get_db = get_args(AsyncSessionDep)[1].dependency",
+            ),
+            Edit(
+                "app/main.py",
+                "app = create_app()",
+                "app = create_app()\ninstall(app)",
+                imports="from backend import install",
+            ),
+        ),
+    },
+)
+
+APPS = {app.name: app for app in (FULL_STACK, ASYNC_RHOBORO, ASYNC_GRILLAZZ)}

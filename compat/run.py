@@ -14,9 +14,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -65,9 +67,33 @@ def git_dir(app: App) -> Path:
     return found
 
 
+def absent_blobs(app: App) -> list[str]:
+    """Paths at the commit whose blobs the snapshot left out (its largest files may be)."""
+    git = ["git", "--git-dir", str(git_dir(app))]
+    tree = subprocess.run(  # noqa: S603
+        [*git, "ls-tree", "-r", "-z", app.commit], capture_output=True, text=True, check=True
+    ).stdout
+    entries = [line.split("\t", 1) for line in tree.split("\0") if line]
+    blobs = [(meta.split()[2], path) for meta, path in entries if meta.split()[1] == "blob"]
+    found = subprocess.run(  # noqa: S603
+        [*git, "cat-file", "--batch-check"],
+        input="".join(f"{sha}\n" for sha, _ in blobs),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return [path for (_, path), line in zip(blobs, found, strict=True) if line.endswith("missing")]
+
+
 def checkout(app: App, dest: Path, log: Path) -> None:
     archive = dest.with_suffix(".tar")
-    must(["git", "--git-dir", str(git_dir(app)), "archive", "-o", str(archive), app.commit], log)
+    # Files absent from the snapshot are left out (and listed in the log), not fatal.
+    absent = absent_blobs(app)
+    with log.open("a") as out:
+        out.writelines(f"absent from the snapshot, not checked out: {path}\n" for path in absent)
+    excluded = [f":(exclude,literal){path}" for path in absent]
+    archive_cmd = ["archive", "-o", str(archive), app.commit, *(["."] if excluded else [])]
+    must(["git", "--git-dir", str(git_dir(app)), *archive_cmd, *excluded], log)
     dest.mkdir()
     must(["tar", "-xf", str(archive), "-C", str(dest)], log)
     archive.unlink()
@@ -97,10 +123,11 @@ def uv_lock_constraints(source: Path, dest: Path) -> Path:
 
 
 def pyproject_requirements(source: Path, spec: str) -> list[str]:
-    """`path:group`: the project's dependencies and that dependency group's."""
-    path, group = spec.split(":")
+    """`path[:group]`: the project's dependencies, and that dependency group's if named."""
+    path, _, group = spec.partition(":")
     project = tomllib.loads((source / path).read_text())
-    return [*project["project"]["dependencies"], *project["dependency-groups"][group]]
+    extra = project["dependency-groups"][group] if group else []
+    return [*project["project"]["dependencies"], *extra]
 
 
 def expand(argument: str, source: Path, work: Path) -> list[str]:
@@ -184,12 +211,57 @@ def counts(output: str) -> tuple[int, int] | None:
     return found.get("passed", 0), bad
 
 
+def interpreter(app: App, given: str | None) -> str:
+    """--python if given; else the X.Y the app requires (on PATH or under pyenv); else ours."""
+    if given or not app.python:
+        return given or sys.executable
+    name = f"python{app.python}"
+    # pyenv's own versions first: its shim on PATH refuses a version not selected.
+    pyenv = sorted(Path("/root/.pyenv/versions").glob(f"{app.python}.*/bin/{name}"))
+    found = str(pyenv[-1]) if pyenv else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{app.name} needs Python {app.python}: no {name} here (or --python)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_services(app: App, log: Path) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+    """The app's other services on loopback, throwaway: their ports, and the processes."""
+    ports: dict[str, str] = {}
+    started: list[subprocess.Popen[bytes]] = []
+    for service in app.services:
+        if service != "redis":
+            raise SystemExit(f"{app.name}: unknown service {service!r}")
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit(f"{app.name} needs redis-server (apt-get install redis-server)")
+        port = free_port()
+        # No persistence, in the work folder: a throwaway like the PostgreSQL.
+        options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command = [binary, "--port", str(port), *options, "--dir", str(log.parent)]
+        with log.open("a") as out:
+            started.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))  # noqa: S603
+        ports["redis_port"] = str(port)
+        for _ in range(100):  # up within 10 s
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+    return ports, started
+
+
 def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
     log = work / f"{idiom}.log"
     source = work / idiom
     checkout(app, source, log)
     for edit in app.edits.get(idiom, ()):
         apply(edit, source)
+    ports, services = start_services(app, log)
     server = subprocess.Popen(  # noqa: S603 (our helper, the venv's interpreter)
         [str(python), str(HERE / "pg_server.py"), *app.databases],
         stdin=subprocess.PIPE,
@@ -201,7 +273,7 @@ def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
         first = server.stdout.readline()
         if not first:
             raise SystemExit(f"{app.name}: the PostgreSQL helper exited ({server.wait()})")
-        address = json.loads(first)
+        address = {**json.loads(first), **ports}
         env = {key: value.format(**address) for key, value in app.env.items()}
         bindir = str(python.parent)
         env = {**os.environ, **env, "PATH": f"{bindir}:{os.environ['PATH']}"}
@@ -230,6 +302,9 @@ def run_idiom(app: App, idiom: str, work: Path, python: Path) -> Result:
         if server.stdin:
             server.stdin.close()
         server.wait(timeout=120)
+        for service in services:
+            service.terminate()
+            service.wait(timeout=30)
 
 
 def build_wheel(work: Path) -> Path:
@@ -244,7 +319,9 @@ def main() -> int:
     parser.add_argument("--app", choices=sorted(APPS), action="append")
     parser.add_argument("--idiom", choices=[*IDIOMS, "all"], default="all")
     parser.add_argument("--wheel", type=Path, help=f"the layer's wheel (default: {MAIN_CHECKOUT})")
-    parser.add_argument("--python", default=sys.executable, help="the venvs' interpreter")
+    parser.add_argument(
+        "--python", help="the venvs' interpreter (default: the X.Y an app requires, else ours)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folders and logs")
     options = parser.parse_args()
     idioms = IDIOMS if options.idiom == "all" else (options.idiom,)
@@ -257,7 +334,8 @@ def main() -> int:
         for name in options.app or sorted(APPS):
             app, work = APPS[name], root / name
             work.mkdir()
-            python = make_venv(app, work, wheel, options.python, work / "install.log")
+            base = interpreter(app, options.python)
+            python = make_venv(app, work, wheel, base, work / "install.log")
             print(f"  {app.name} @ {app.commit[:12]} ({app.kind}): {versions(python)}")
             for idiom in idioms:
                 result = run_idiom(app, idiom, work, python)
