@@ -301,7 +301,7 @@ def test_an_async_session_without_a_transaction_is_closed_after_its_request(
 def test_outside_a_request_the_session_is_refused_or_scoped(
     app: FastAPI, container: Container, database_url: URL
 ) -> None:
-    with pytest.raises(OutsideRequestError, match="no request is running"):
+    with pytest.raises(OutsideRequestError, match="no request scope is running here"):
         container.session()
     # A script or a worker opens its own scope; the session closes with it.
     with RequestScope():
