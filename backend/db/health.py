@@ -35,14 +35,7 @@ def probe(engine: Engine) -> DatabaseHealth:
     with engine.connect() as connection:
         server_version = connection.scalar(PROBE)
         ssl = connection_uses_tls(connection)
-    latency_ms = (perf_counter() - started) * 1000
-    return {
-        "status": "ok",
-        "latency_ms": round(latency_ms, 3),
-        "ssl": bool(ssl),
-        "server_version": str(server_version),
-        "pool": pool_status(engine),
-    }
+    return _healthy(engine, started, ssl, server_version)
 
 
 async def probe_async(engine: AsyncEngine) -> DatabaseHealth:
@@ -53,13 +46,16 @@ async def probe_async(engine: AsyncEngine) -> DatabaseHealth:
         # asyncpg says nothing public of its TLS: the server's view of this hop, which is the
         # client's own unless a proxy stands between.
         ssl = await connection.scalar(SERVER_SEES_TLS)
-    latency_ms = (perf_counter() - started) * 1000
+    return _healthy(engine.sync_engine, started, ssl, server_version)
+
+
+def _healthy(engine: Engine, started: float, ssl: object, server_version: object) -> DatabaseHealth:
     return {
         "status": "ok",
-        "latency_ms": round(latency_ms, 3),
+        "latency_ms": round((perf_counter() - started) * 1000, 3),
         "ssl": bool(ssl),
         "server_version": str(server_version),
-        "pool": pool_status(engine.sync_engine),
+        "pool": pool_status(engine),
     }
 
 
