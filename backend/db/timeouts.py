@@ -63,6 +63,13 @@ def bound_asyncpg_waits(engine: Engine, tcp_user_timeout: int, command_timeout: 
             return None
         # asyncpg is still cancelling the statement on that connection: it cannot be reused.
         context.is_disconnect = True
+        # Dropped here, at once: on a link that answers nothing, asyncpg before 0.32 waits for
+        # the cancel's acknowledgement with no bound, even in the close(timeout=2) that
+        # SQLAlchemy's invalidation then calls (MagicStack/asyncpg#1356).
+        if context.connection is not None:
+            driver = context.connection.connection.driver_connection
+            if driver is not None and not driver.is_closed():
+                driver.terminate()
         return OperationalError(
             context.statement,
             context.parameters,
