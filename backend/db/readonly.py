@@ -87,7 +87,7 @@ def refuse_writes(engine: Engine, *, transaction_per_read: bool = False) -> None
     ) -> tuple[str, Any]:
         proxied = connection.connection
         driver = proxied.dbapi_connection
-        _refuse_unless_read(proxied, cursor, statement, parameters, executemany)
+        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)
         if isinstance(driver, psycopg2.extensions.connection):
             if not driver.autocommit:
                 return statement, parameters  # already in a READ ONLY transaction
@@ -132,9 +132,15 @@ def _begin_read_only(proxied: PoolProxiedConnection) -> None:
 
 
 def _refuse_unless_read(
-    proxied: PoolProxiedConnection, cursor: Any, statement: str, parameters: Any, many: bool
+    proxied: PoolProxiedConnection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    many: bool,
 ) -> None:
-    for sent in _as_sent(proxied.dbapi_connection, cursor, statement, parameters, many):
+    driver = proxied.dbapi_connection
+    for sent in _as_sent(driver, cursor, statement, parameters, context, many):
         if reason := not_a_read_as_sent(sent):
             raise ReadOnlyError(
                 f"a read-only engine does not run {reason}: write through SessionDep"
@@ -147,12 +153,19 @@ def _refuse_unless_read(
 
 
 def _as_sent(
-    driver: Any, cursor: Any, statement: str, parameters: Any, executemany: bool
+    driver: Any,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    executemany: bool,
 ) -> list[str]:
     """The statement as the server gets it: psycopg2 binds parameters into its text (so a
     placeholder inside a string literal becomes SQL); asyncpg sends them apart."""
     if not isinstance(driver, psycopg2.extensions.connection):
         return [statement]
+    if not parameters and getattr(context, "no_parameters", False):
+        return [statement]  # SQLAlchemy calls execute(statement) alone: nothing is bound
     encoding = psycopg2.extensions.encodings.get(driver.encoding, "utf-8")
     sets = parameters if executemany else [parameters]
     return [bytes(cursor.mogrify(statement, values)).decode(encoding) for values in sets]
@@ -225,6 +238,12 @@ def _refuse_on_view(view: Engine) -> None:
 
     @event.listens_for(view, "before_cursor_execute")
     def only_reads(
-        connection: Connection, cursor: Any, statement: str, parameters: Any, *args: Any
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
     ) -> None:
-        _refuse_unless_read(connection.connection, cursor, statement, parameters, args[-1])
+        proxied = connection.connection
+        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)

@@ -407,3 +407,22 @@ def test_a_read_session_streams_read_only(
     with admin.connect() as connection:
         connection.exec_driver_sql("DELETE FROM test_note WHERE key = 'more'")
     assert unchanged(admin)
+
+
+@pytest.mark.parametrize("endpoint", ["direct", "pooler"])
+def test_a_read_with_percent_signs_runs_as_the_driver_sends_it(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, pooler_url: URL, endpoint: str
+) -> None:
+    """no_parameters: SQLAlchemy calls psycopg2's execute(statement) alone, which sends the
+    text unformatted, and the check reads it so; bound, '%%' is a literal '%' in what is sent."""
+    url = pooler_url if endpoint == "pooler" else database_url
+    use_database(monkeypatch, url, pooler="pgbouncer" if endpoint == "pooler" else "none")
+    engine = Container().read_engine()
+    try:
+        with engine.connect() as connection:
+            alone = connection.execution_options(no_parameters=True)
+            assert alone.exec_driver_sql("SELECT '100%'").scalar() == "100%"
+            bound = connection.exec_driver_sql("SELECT '100%%', %(n)s", {"n": 1}).one()
+            assert tuple(bound) == ("100%", 1)
+    finally:
+        engine.dispose()
