@@ -34,8 +34,9 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
     """
     url = psycopg2_url(settings, libpq_version())
     if read_only and not is_pooler(settings):
-        # In the startup packet: enforced by the server at no round trip. PgBouncer refuses
-        # startup options, so behind a pooler refuse_writes() is the guard.
+        # In the startup packet, at no round trip: it also guards SQL sent on the raw driver
+        # connection. PgBouncer refuses startup options; each read's own READ ONLY transaction
+        # (refuse_writes) is the guard everywhere.
         options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
         url = url.update_query_dict({"options": options})
     url = libpq_tcp_parameters(url, settings.tcp_user_timeout)
@@ -55,6 +56,7 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
         raise MissingDriver()
     target = asyncpg_target(settings)
     if read_only and not is_pooler(settings):
+        # The server's guard for asyncpg on a direct host, at no round trip (refuse_writes).
         server_settings = target.connect_args.setdefault("server_settings", {})
         server_settings["default_transaction_read_only"] = "on"
     if "channel_binding" in target.dropped:
@@ -78,7 +80,7 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
         connect_args=target.connect_args,
         **_engine_options(settings, read_only, is_async=True),
     )
-    _add_connection_care(engine.sync_engine, settings, read_only)
+    _add_connection_care(engine.sync_engine, settings, read_only, is_async=True)
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
     discard_desynced_connections(engine.sync_engine)
     if read_only and not is_pooler(settings):
@@ -110,7 +112,7 @@ def _engine_options(
 
 
 def _add_connection_care(
-    engine: Engine, settings: DatabaseSettings, read_only: bool = False
+    engine: Engine, settings: DatabaseSettings, read_only: bool = False, *, is_async: bool = False
 ) -> None:
     retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     if isinstance(engine.pool, TimedQueuePool):
@@ -118,7 +120,10 @@ def _add_connection_care(
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:
-        refuse_writes(engine)
+        # asyncpg behind a pooler: no startup option, and nothing rides along with a statement
+        # in the extended protocol, so each read session's connection gets a READ ONLY
+        # transaction (one more round trip).
+        refuse_writes(engine, transaction_per_read=is_async and is_pooler(settings))
 
 
 def _label_errors(engine: Engine) -> None:

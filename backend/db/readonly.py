@@ -1,18 +1,35 @@
-"""Read-only sessions: one round trip for a one-query read, and loud on any write.
+"""Read-only sessions: one round trip for a one-query read, and the server refuses any write.
 
 A normal session pays BEGIN before its first statement and ROLLBACK when closed; a read that
 needs no transaction pays them for nothing (3 round trips for one SELECT). A read engine runs
-in autocommit, so each statement is its own transaction, and refuses writes at two levels:
+in autocommit, and each read still runs in a READ ONLY transaction, so that the server refuses
+every write (functions included), on a direct host or behind a transaction-mode pooler:
 
-- here, before a statement is sent (backend/db/readsql.py): the only guard behind Neon's
-  pooler, and what refuses the statements that would lift the server's guard (SET, BEGIN READ
-  WRITE, set_config(), several statements in one call);
-- on direct hosts, the server: default_transaction_read_only=on, sent in the startup packet
-  (no round trip). It is a session setting that a request could switch off (a user-defined
-  function calling set_config(), or SQL sent on the raw driver connection), and it would then
-  stay off on the pooled connection for every later request. So it is watched: the server
-  reports the setting's every change (a ParameterStatus message, PostgreSQL 14+), which the
-  drivers keep, so looking costs no round trip. A connection found with it off is closed.
+- psycopg2 (the sync engine) sends `SET TRANSACTION READ ONLY; <statement>` as one simple
+  Query, which PostgreSQL runs as one implicit transaction: one round trip, read-only by the
+  server. It holds while <statement> is exactly one statement that does not end the
+  transaction, which the statement check (below) makes sure of.
+- asyncpg (the async engine) sends each statement in the extended protocol, one statement per
+  message, so nothing can ride along. On a direct host the server's read-only default
+  (default_transaction_read_only=on) comes in the startup packet, at no round trip. Behind a
+  pooler (PgBouncer refuses startup options, and a SET would leak to other clients) each read
+  session's connection runs in a transaction begun READ ONLY: one more round trip before its
+  first statement, and its ROLLBACK when the session closes, after the response.
+- A server-side cursor (stream_results, yield_per, AsyncSession.stream) needs a transaction:
+  the connection leaves autocommit for a READ ONLY transaction, ended when it goes back to the
+  pool.
+
+Before a statement is sent, PostgreSQL's parser reads it as sent (psycopg2's with its
+parameters bound) and refuses what is not one read (backend/db/readsql.py): a friendly early
+error for a write, and the refusal of what a read-only transaction does not stop and a pooler
+would leak to the next client (SET, set_config(), LISTEN, …).
+
+On direct hosts default_transaction_read_only=on also guards SQL sent on the raw driver
+connection. It is a session setting that a request could switch off (a user-defined function
+calling set_config(), or SQL on the raw connection), and it would then stay off on the pooled
+connection. So it is watched: the server reports the setting's every change (a ParameterStatus
+message, PostgreSQL 14+), which the drivers keep, so looking costs no round trip. A connection
+found with it off is closed.
 """
 
 from collections.abc import Sequence
@@ -20,14 +37,19 @@ from typing import Any
 
 import psycopg2.extensions
 from sqlalchemy import Engine, event, exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
-from backend.db.readsql import not_a_read
+from backend.db.readsql import not_a_read_as_sent
 
 READ_ONLY_SETTING = "default_transaction_read_only"
 READ_ONLY_OPTIONS = f"-c {READ_ONLY_SETTING}=on"
+# Sent before each psycopg2 read, in the same simple Query: the implicit transaction both run in
+# is read-only (PostgreSQL runs a multi-statement Query as one transaction).
+READ_ONLY_PREFIX = "SET TRANSACTION READ ONLY; "
+# In a pooled connection's info: it left autocommit for a READ ONLY transaction.
+IN_READ_TRANSACTION = "backend.read_only_transaction"
 
 
 class ReadOnlyError(RuntimeError):
@@ -45,15 +67,118 @@ class ReadOnlySession(Session):
         super().flush(objects)
 
 
-def refuse_writes(engine: Engine) -> None:
-    """Refuse, before it is sent, any statement that is not a read."""
+def refuse_writes(engine: Engine, *, transaction_per_read: bool = False) -> None:
+    """Make every read on `engine`'s own (autocommit) connections read-only by the server, and
+    refuse, before it is sent, any statement that is not one read.
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def only_reads(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if reason := not_a_read(statement):
+    `transaction_per_read`: asyncpg behind a pooler, where only a transaction can carry READ
+    ONLY. An engine whose connections are not in autocommit (a view of the app's engine) is
+    left to its own READ ONLY transactions.
+    """
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def only_reads(
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        proxied = connection.connection
+        driver = proxied.dbapi_connection
+        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)
+        if isinstance(driver, psycopg2.extensions.connection):
+            if not driver.autocommit:
+                return statement, parameters  # already in a READ ONLY transaction
+            if cursor.name is not None:  # a server-side cursor: psycopg2 sends DECLARE … FOR
+                _begin_read_only(proxied)
+                return statement, parameters
+            return READ_ONLY_PREFIX + statement, parameters
+        if getattr(driver, "isolation_level", None) == "autocommit" and (
+            getattr(cursor, "server_side", False) or transaction_per_read
+        ):
+            _begin_read_only(proxied)
+        return statement, parameters
+
+    @event.listens_for(engine, "checkin")
+    def back_to_autocommit(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is None or not record.info.pop(IN_READ_TRANSACTION, False):
+            return
+        # The pool's reset has ended the transaction already (rollback on return); this one,
+        # then a no-op, covers a pool told not to.
+        dbapi_connection.rollback()
+        if isinstance(dbapi_connection, psycopg2.extensions.connection):
+            dbapi_connection.readonly = None
+            dbapi_connection.autocommit = True
+        else:
+            dbapi_connection.readonly = False
+            dbapi_connection.isolation_level = "autocommit"
+
+
+def _begin_read_only(proxied: PoolProxiedConnection) -> None:
+    """Take an autocommit connection out of autocommit, for a transaction that the driver
+    begins READ ONLY with the next statement, until the connection goes back to the pool."""
+    driver: Any = proxied.dbapi_connection
+    if isinstance(driver, psycopg2.extensions.connection):
+        driver.autocommit = False
+        driver.readonly = True  # psycopg2 then begins with BEGIN READ ONLY
+    else:
+        # SQLAlchemy's asyncpg adapter: it begins asyncpg's transaction(readonly=...) at the
+        # next statement, unless its isolation level is "autocommit".
+        driver.isolation_level = "read_committed"
+        driver.readonly = True
+    proxied.info[IN_READ_TRANSACTION] = True
+
+
+def _refuse_unless_read(
+    proxied: PoolProxiedConnection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    many: bool,
+) -> None:
+    driver = proxied.dbapi_connection
+    for sent in _as_sent(driver, cursor, statement, parameters, context, many):
+        if reason := not_a_read_as_sent(sent):
             raise ReadOnlyError(
                 f"a read-only engine does not run {reason}: write through SessionDep"
             )
+    if not _standard_strings(proxied.driver_connection):
+        raise ReadOnlyError(
+            "standard_conforming_strings is off on this connection: the server would not read "
+            "a statement's strings as the check does, so a read-only engine runs none"
+        )
+
+
+def _as_sent(
+    driver: Any,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    executemany: bool,
+) -> list[str]:
+    """The statement as the server gets it: psycopg2 binds parameters into its text (so a
+    placeholder inside a string literal becomes SQL); asyncpg sends them apart."""
+    if not isinstance(driver, psycopg2.extensions.connection):
+        return [statement]
+    if not parameters and getattr(context, "no_parameters", False):
+        return [statement]  # SQLAlchemy calls execute(statement) alone: nothing is bound
+    encoding = psycopg2.extensions.encodings.get(driver.encoding, "utf-8")
+    sets = parameters if executemany else [parameters]
+    return [bytes(cursor.mogrify(statement, values)).decode(encoding) for values in sets]
+
+
+def _standard_strings(driver_connection: Any) -> bool:
+    """What the server last reported of standard_conforming_strings (the parser's reading);
+    True when it reports nothing."""
+    if isinstance(driver_connection, psycopg2.extensions.connection):
+        value = driver_connection.info.parameter_status("standard_conforming_strings")
+    else:
+        value = getattr(driver_connection.get_settings(), "standard_conforming_strings", None)
+    return value != "off"
 
 
 def keep_server_guard(engine: Engine) -> None:
@@ -104,5 +229,21 @@ def read_only_view(engine: Any) -> Any:
     the engine it is a view of is left as it was.
     """
     view = engine.execution_options(postgresql_readonly=True)
-    refuse_writes(getattr(view, "sync_engine", view))
+    _refuse_on_view(getattr(view, "sync_engine", view))
     return view
+
+
+def _refuse_on_view(view: Engine) -> None:
+    """The statement check alone: the view's connections are in READ ONLY transactions."""
+
+    @event.listens_for(view, "before_cursor_execute")
+    def only_reads(
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        proxied = connection.connection
+        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)

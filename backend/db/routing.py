@@ -198,8 +198,11 @@ def _closed_by_server(driver_connection: Any) -> bool:
         for _ in range(3):
             if driver_connection.closed:
                 return True
-            readable, _, _ = select.select([driver_connection], [], [], 0)
-            if not readable:
+            # poll, not select: select() refuses a descriptor above 1023 (FD_SETSIZE), which a
+            # process holding more than 1024 files gives its new sockets.
+            poller = select.poll()
+            poller.register(driver_connection.fileno(), select.POLLIN)
+            if not poller.poll(0):
                 return False
             try:
                 driver_connection.poll()

@@ -54,6 +54,19 @@ async def read_one_async(session: AsyncReadSessionDep) -> int:
     return int(await session.scalar(ONE) or 0)
 
 
+@router.get("/sync/read/stream")
+@inject
+def read_streamed(session: ReadSessionDep) -> int:
+    connection = session.connection(execution_options={"stream_results": True})
+    return int(connection.execute(ONE).scalar() or 0)
+
+
+@router.get("/async/read/stream")
+@inject
+async def read_streamed_async(session: AsyncReadSessionDep) -> int:
+    return int(await (await session.stream_scalars(ONE)).one())
+
+
 @router.post("/sync/read/note")
 @inject
 def write_through_read_session(session: ReadSessionDep) -> None:
@@ -102,9 +115,21 @@ def flights_per_request(client: TestClient, front: TlsFront, path: str) -> float
         # asyncpg, whose ping SQLAlchemy wraps in BEGIN/ROLLBACK for PgBouncer's sake (#10226).
         ("/sync/one", {"ping_idle_after": "0"}, 4),
         ("/async/one", {"ping_idle_after": "0"}, 6),
-        # A read-only session: the statement alone.
+        # A read-only session: the statement alone — psycopg2's carries SET TRANSACTION READ
+        # ONLY in the same Query; asyncpg's read-only default came in the startup packet.
         ("/sync/read/one", {}, 1),
         ("/async/read/one", {}, 1),
+        # As behind Neon's pooler (no startup options; asyncpg without its statement cache,
+        # so each statement is parsed, then bound and run: two). psycopg2: the same one flight.
+        # asyncpg: its READ ONLY transaction's BEGIN, and its ROLLBACK when the session closes
+        # (after the response).
+        ("/sync/read/one", {"pooler": "pgbouncer"}, 1),
+        ("/async/read/one", {"pooler": "pgbouncer"}, 4),
+        # Streamed (a server-side cursor): a READ ONLY transaction. psycopg2: BEGIN READ ONLY,
+        # DECLARE, FETCH, CLOSE, ROLLBACK. asyncpg: BEGIN READ ONLY, the statement parsed and its
+        # portal bound, a fetch, ROLLBACK.
+        ("/sync/read/stream", {}, 5),
+        ("/async/read/stream", {}, 4),
     ],
 )
 def test_round_trips_of_a_warm_request(

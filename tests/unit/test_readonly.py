@@ -1,7 +1,10 @@
-"""Which statements a read-only engine runs: the client-side guard, statement by statement.
+"""Which statements a read-only engine runs: the statement check, statement by statement.
 
-Behind Neon's pooler this check is the only guard, so each row is a statement a read route
-could send, as SQLAlchemy or a person would write it.
+The server refuses a read session's writes (a READ ONLY transaction); this check, PostgreSQL's
+own parser on the statement as sent, is the early error for a write and the refusal of what a
+read-only transaction does not stop (SET, set_config, …) or would end (a second statement).
+Each row is a statement a read route could send, as SQLAlchemy or a person would write it,
+with its parameters bound as psycopg2 binds them (asyncpg's stay $n).
 """
 
 from typing import Any
@@ -9,18 +12,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from backend.db.readsql import not_a_read
+from backend.db.readsql import not_a_read, not_a_read_as_sent
 
 note = sa.table("note", sa.column("id"), sa.column("text"))
 
 
 def compiled(statement: sa.CompoundSelect[Any]) -> str:
-    """The SQL the sync engine sends (an engine connects on first use: this one never does)."""
-    return str(statement.compile(sa.create_engine("postgresql+psycopg2://")))
+    """The SQL the sync engine sends, its values bound (an engine connects on first use: this
+    one never does)."""
+    engine = sa.create_engine("postgresql+psycopg2://")
+    return str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
 
 
 READS = {
-    "a plain select": "SELECT id FROM note WHERE id = %(id)s",
+    "a plain select": "SELECT id FROM note WHERE id = 42",
     "a trailing semicolon": "SELECT 1;",
     "a leading block comment": "/* list the notes */ SELECT id FROM note",
     "a nested block comment": "/* a /* nested */ comment */ SELECT 1",
@@ -56,6 +61,13 @@ READS = {
     "an advisory lock": "SELECT pg_advisory_xact_lock(1)",
     "a function whose name starts like a refused one": "SELECT nextval_of_mine(1)",
     "a column named like a refused function": "SELECT nextval FROM note",
+    "a value with a quote, as psycopg2 binds it": "SELECT 1 WHERE 'it''s' = 'x; DELETE'",
+    "an E-string continued across lines, holding a semicolon": "SELECT E'a'\n'; DELETE'",
+    "a recursive WITH with SEARCH": (
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) "
+        "SEARCH DEPTH FIRST BY n SET ord SELECT n FROM t ORDER BY ord"
+    ),
+    "an empty query": "-- nothing",
 }
 
 WRITES = {
@@ -90,11 +102,11 @@ WRITES = {
     "SELECT lo_import('/etc/passwd')": "lo_import()",
     "SELECT * FROM dblink('host=x', 'DELETE FROM note') AS t(n text)": "dblink()",
     "SELECT dblink_exec('DELETE FROM note')": "dblink_exec()",
-    "SELECT U&\"\\006Eextval\"('note_id_seq')": 'U&"',
+    "SELECT U&\"\\006Eextval\"('note_id_seq')": "nextval()",
     # SELECT … INTO creates a table.
     "SELECT * INTO copy_of_note FROM note": "SELECT … INTO",
     "WITH n AS (SELECT 1) SELECT * INTO copy_of_note FROM n": "SELECT … INTO",
-    "SELECT 1into copy_of_note": "SELECT … INTO",
+    "SELECT 1into copy_of_note": "parser refuses",
     # EXPLAIN ANALYZE runs what it explains.
     "EXPLAIN ANALYZE INSERT INTO note (text) VALUES ('a')": "EXPLAIN of 'INSERT'",
     "EXPLAIN ANALYZE DELETE FROM note": "EXPLAIN of 'DELETE'",
@@ -113,20 +125,51 @@ WRITES = {
     "SELECT id FROM note FOR NO KEY UPDATE": "row lock",
     "SELECT id FROM note FOR SHARE": "row lock",
     "SELECT id FROM note FOR KEY SHARE": "row lock",
-    # What it cannot read, it does not run (the server would refuse it too).
-    "SELECT 'unterminated": "cannot read",
-    "SELECT 1 /* unterminated": "cannot read",
-    "SELECT $x$ unterminated": "cannot read",
+    # What the parser refuses, it does not run (the server would refuse it too).
+    "SELECT 'unterminated": "parser refuses",
+    "SELECT 1 /* unterminated": "parser refuses",
+    "SELECT $x$ unterminated": "parser refuses",
+    # Writes after a recursive WITH's CYCLE or SEARCH clause (its SET is no statement).
+    "WITH RECURSIVE t(n) AS (SELECT 1) CYCLE n SET c USING p DELETE FROM note": (
+        "data-modifying WITH (DELETE)"
+    ),
+    "WITH RECURSIVE t(n) AS (SELECT 1) SEARCH DEPTH FIRST BY n SET o UPDATE note SET id = 1": (
+        "data-modifying WITH (UPDATE)"
+    ),
+    "EXPLAIN ANALYZE WITH RECURSIVE t(n) AS (SELECT 1) CYCLE n SET c USING p DELETE FROM note": (
+        "EXPLAIN of 'DELETE'"
+    ),
+    # E'…' continued across '<newline>' stays in escape mode: \' is a quote in the string.
+    "SELECT E'a'\n'\\' ' ; DELETE FROM note --'": "more than one statement",
+    # A value bound inside a string literal by psycopg2: '%' || ' ; DELETE …' as sent.
+    "SELECT 1 WHERE text LIKE '%' ; DELETE FROM note; SELECT '%'": "more than one statement",
+    # Session state, which a read-only transaction does not stop and a pooler passes on.
+    "SET statement_timeout = 50": "'SET'",
+    "DISCARD ALL": "'DISCARD'",
+    "LISTEN channel": "'LISTEN'",
+    "PREPARE p AS SELECT 1": "'PREPARE'",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT 1": "'DECLARE'",
+    "FETCH 1 FROM c": "'FETCH'",
+    "COMMIT": "'COMMIT'",
+    "SELECT pg_advisory_lock(1)": "pg_advisory_lock()",
+    "SELECT pg_catalog.set_config('statement_timeout', '50', false)": "set_config()",
 }
 
 
 @pytest.mark.parametrize("statement", READS.values(), ids=READS.keys())
 def test_a_read_is_run(statement: str) -> None:
-    assert not_a_read(statement) is None
+    assert not_a_read_as_sent(statement) is None
 
 
 @pytest.mark.parametrize(("statement", "named"), WRITES.items(), ids=WRITES.keys())
 def test_a_write_is_refused_and_named(statement: str, named: str) -> None:
-    reason = not_a_read(statement)
+    reason = not_a_read_as_sent(statement)
     assert reason is not None
     assert named in reason
+
+
+def test_a_template_is_read_with_its_placeholders_as_parameters() -> None:
+    """What backend.testing checks: a statement compiled for psycopg2, not yet bound."""
+    assert not_a_read("SELECT id FROM note WHERE id = %(id_1)s AND text LIKE '%%a'") is None
+    assert not_a_read("SELECT %s; DELETE FROM note") == "more than one statement in one call"
+    assert not_a_read_as_sent("SELECT id FROM note WHERE id = %(id_1)s") is not None
