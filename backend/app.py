@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine, QueuePool
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend import api
 from backend.api import health as health_route
@@ -56,6 +57,8 @@ def install(
     app.state.container = active
     # Outside the exception handlers: a 503 is answered before the request's sessions close.
     app.add_middleware(RequestScopeMiddleware, container=active)
+    started = Started()
+    app.add_middleware(RefuseUntilStarted, started=started)  # outermost
     handle_database_errors(app)
     if health:
         app.include_router(health_route.router)
@@ -75,6 +78,7 @@ def install(
         check_wiring(app, active)
         say_which_database(active, engine)
         say_which_replicas(active)
+        started.yes = True
         try:
             async with apps_own(app) as state:
                 yield state
@@ -88,6 +92,42 @@ def install(
 
     app.router.lifespan_context = lifespan_of_the_layer
     return active
+
+
+class Started:
+    """Whether an app's lifespan (and so the layer's start) has run."""
+
+    yes = False
+
+
+class NotStarted(RuntimeError):
+    """A request reached an app with the layer whose lifespan never ran."""
+
+
+class RefuseUntilStarted:
+    """Refuse requests to an app whose lifespan never ran, in one sentence that says why.
+
+    Starlette runs the lifespan of the app it serves, not of an app mounted under it
+    (`outer.mount("/v2", app)`), and a server may be told to run none (`--lifespan off`). The
+    layer is not started then (the container neither checked nor wired), and each route would
+    fail on its own, far from the cause: 'ProvideOnLoop' object has no attribute 'execute'.
+    """
+
+    def __init__(self, app: ASGIApp, started: Started) -> None:
+        self.app, self.started = app, started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self.started.yes:
+            mounted = scope.get("root_path", "")
+            where = f"this app, mounted at {mounted}," if mounted else "this app"
+            raise NotStarted(
+                f"the database layer of {where} has not started: its lifespan never ran "
+                "(Starlette runs the lifespan of the outer app only, not of a mounted one's, "
+                "and none with --lifespan off); run its lifespan from the outer app's "
+                "(FastAPI(lifespan=lambda _: app.router.lifespan_context(app))), or "
+                "install(outer) on the outer app instead of mounting one that has the layer"
+            )
+        await self.app(scope, receive, send)
 
 
 def create_app(

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import yaml
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Closing, Provide
 from fastapi import Depends
@@ -33,7 +32,7 @@ from backend.db.scope import (
     request_async_session,
     request_session,
 )
-from backend.settings import ConfigurationError, load_settings
+from backend.settings import load_settings, read_config_file
 
 # The defaults ship inside the package; the repository's config.yml links here.
 DEFAULTS_FILE = Path(__file__).resolve().parent / "config.yml"
@@ -167,14 +166,9 @@ class Container(containers.DeclarativeContainer):
         # Interpolation off (envs_required=None, dependency-injector 4.46+, #861; its stubs say
         # bool): backend/settings.py resolves ${VAR:default} from the exact strings.
         container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
-        if own := config_file or os.environ.get("BACKEND_CONFIG"):
-            try:
-                container.config.from_yaml(own, required=True, envs_required=None)  # type: ignore[arg-type]
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigurationError(
-                    f"BACKEND_CONFIG / config_file {own} cannot be read as YAML: "
-                    f"{type(exc).__name__}"
-                ) from None
+        own = config_file or os.environ.get("BACKEND_CONFIG")
+        if own and (own_config := read_config_file(own)):
+            container.config.from_dict(own_config)
         return container
 
 

@@ -106,23 +106,54 @@ def claim_folder(path: Path) -> None:
         ) from error
     try:
         owner = pwd.getpwnam(UNPRIVILEGED_USER)
-        found = os.fstat(folder)
-        if found.st_uid == owner.pw_uid:
+        if _check_owner(path, folder):
             return
-        if found.st_uid != 0:
-            raise RuntimeError(
-                f"{path} belongs to user id {found.st_uid}, not to {UNPRIVILEGED_USER} or root: "
-                "refusing to use it as the embedded server's folder; pass another --data-dir"
-            )
-        if os.listdir(folder):
-            raise RuntimeError(
-                f"{path} is root's and not empty: refusing to hand its files to "
-                f"{UNPRIVILEGED_USER}; pass an empty or new folder as --data-dir"
-            )
         os.fchown(folder, owner.pw_uid, owner.pw_gid)
         os.fchmod(folder, 0o700)
     finally:
         os.close(folder)
+
+
+def check_folder(path: Path) -> None:
+    """Refuse `path` as the embedded server's folder by claim_folder's rules, changing nothing:
+    for what only reads the folder (`python -m backend url`), which must no more believe a
+    folder someone else made (its port, password and instance.pid) than the server would.
+    A folder that does not exist yet is no one's, and fine."""
+    if os.geteuid() != 0:
+        return
+    try:
+        folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except OSError as error:  # ELOOP or ENOTDIR
+        kind = "a symbolic link" if path.is_symlink() else "not a folder"
+        raise RuntimeError(
+            f"{path} is {kind}: refusing it as the embedded server's folder; remove it or "
+            "pass --data-dir"
+        ) from error
+    try:
+        _check_owner(path, folder)
+    finally:
+        os.close(folder)
+
+
+def _check_owner(path: Path, folder: int) -> bool:
+    """True: the open `folder` is the server's user's already; False: an empty one of root's,
+    to be handed over. Anything else is refused."""
+    found = os.fstat(folder)
+    if found.st_uid == pwd.getpwnam(UNPRIVILEGED_USER).pw_uid:
+        return True
+    if found.st_uid != 0:
+        raise RuntimeError(
+            f"{path} belongs to user id {found.st_uid}, not to {UNPRIVILEGED_USER} or root: "
+            "refusing to use it as the embedded server's folder; pass another --data-dir"
+        )
+    if os.listdir(folder):
+        raise RuntimeError(
+            f"{path} is root's and not empty: refusing to hand its files to "
+            f"{UNPRIVILEGED_USER}; pass an empty or new folder as --data-dir"
+        )
+    return False
 
 
 @cache

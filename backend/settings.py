@@ -4,8 +4,10 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -164,10 +166,16 @@ def load_settings(
     """
     if not config:
         raise ConfigurationError("config.yml has no `database` section")
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"config.yml: `database` {MAPPING}, got {_kind(config)}")
     environ = os.environ if environ is None else environ
     values = {name: _resolve(value, environ) for name, value in config.items()}
     read_urls = values.pop("read_url", None)
     query_defaults = values.pop("url_query_defaults", None) or {}
+    if not isinstance(query_defaults, Mapping):
+        raise ConfigurationError(
+            f"config.yml: `database.url_query_defaults` {MAPPING}, got {_kind(query_defaults)}"
+        )
     url, secrets = _take_secrets(_parse_url(values.pop("url", None)))
     url, origins = _libpq_defaults(url, environ)
     origin = {}
@@ -238,14 +246,40 @@ def replica_errors(position: int, count: int) -> Iterator[None]:
 PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<default>.*))?\}", re.S)
 
 
+MAPPING = "must be a mapping of settings (name: value lines indented under it)"
+
+
+def _kind(value: object) -> str:
+    """A YAML value's kind, for messages: never the value, which may hold a password."""
+    kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
     """`${NAME:default}`: the variable's exact string when set and not empty (an empty one
     counts as unset, as in docker-compose's `X: ${X}`), else the default; '' is no value."""
     match = PLACEHOLDER.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         return value
-    resolved = environ.get(match["name"]) or match["default"] or ""
+    resolved = _utf8(match["name"], environ.get(match["name"])) or match["default"] or ""
     return resolved if resolved != "" else None
+
+
+def _utf8(name: str, value: str | None) -> str | None:
+    """A variable's value, refused if it holds bytes that are not UTF-8.
+
+    Python keeps such a byte as a lone surrogate, which no driver, URL or log line can encode:
+    it would fail later, as a traceback, wherever the value is first written out.
+    """
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"{name} holds a byte that is not UTF-8 text: set it as UTF-8 (in a URL, "
+                "percent-encode such a byte, e.g. %FF)"
+            ) from None
+    return value
 
 
 def _parse_url(raw: object) -> URL:
@@ -255,7 +289,7 @@ def _parse_url(raw: object) -> URL:
             "(postgresql://user:password@ep-….neon.tech/dbname?sslmode=require), "
             "or run `python -m backend` to start with an embedded PostgreSQL"
         )
-    text = str(raw)
+    text = _utf8("DATABASE_URL", str(raw)) or ""
     if text != text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
         # A secret file's trailing newline would otherwise end up in the database name.
         raise ConfigurationError(
@@ -328,7 +362,7 @@ def _libpq_defaults(url: URL, environ: Mapping[str, str]) -> tuple[URL, dict[str
     }
     origins: dict[str, str] = {}
     for parameter, name in LIBPQ_VARIABLES.items():
-        value = environ.get(name)
+        value = _utf8(name, environ.get(name))
         if not value or given.get(parameter, parameter in url.query):
             continue
         origins[parameter] = name
@@ -351,3 +385,30 @@ def _explain(error: Mapping[str, Any], origin: Mapping[str, str]) -> str:
     if field is None:
         return f"config.yml: unknown setting database.{name}"
     return f"{origin.get(name, variable(name))} must be {field.description}, got {error['input']!r}"
+
+
+def read_config_file(own: str | Path) -> dict[str, Any]:
+    """A service's own YAML, checked for the shape config.yml has before it is merged over the
+    defaults: a list or a string where a mapping belongs would fail later, as a traceback."""
+    where = f"BACKEND_CONFIG / config_file {own}"
+    try:
+        # Read here, not by from_yaml: its text is decoded as UTF-8 whatever the locale, and a
+        # file that is not would otherwise end in a UnicodeDecodeError.
+        text = Path(own).read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{where} is not UTF-8 text: save it as UTF-8") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{where} cannot be read as YAML: {type(exc).__name__}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{where}: the file {MAPPING}, got {_kind(data)}")
+    database = data.get("database")
+    if database is not None and not isinstance(database, dict):
+        raise ConfigurationError(f"{where}: `database` {MAPPING}, got {_kind(database)}")
+    defaults = (database or {}).get("url_query_defaults")
+    if defaults is not None and not isinstance(defaults, dict):
+        raise ConfigurationError(
+            f"{where}: `database.url_query_defaults` {MAPPING}, got {_kind(defaults)}"
+        )
+    return data

@@ -5,6 +5,7 @@ Everything else is the route's own error, FastAPI's 500, as without the layer.
 """
 
 import logging
+from collections import OrderedDict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -12,6 +13,8 @@ from fastapi.responses import JSONResponse
 from backend.db.errors import Verdict, classify, database_errors, describe, failed_host
 
 logger = logging.getLogger("backend")
+
+CAUSES_KEPT = 256  # misconfigurations remembered as already logged, most recent first
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -27,12 +30,18 @@ def answer(app: FastAPI, exc: BaseException, verdict: Verdict) -> JSONResponse:
     host = failed_host(exc) or _write_host(app)
     if verdict.kind == "misconfigured":
         # Once per cause, not once per request: the fix does not change between requests.
-        said: set[tuple[str | None, str, str]] = app.state.__dict__.setdefault(
-            "backend_misconfigurations", set()
+        # The cause is the server's answer, not its words (they may hold a client's text), and
+        # the causes kept are bounded whatever arrives.
+        said: OrderedDict[tuple[str | None, str | None, str], None] = app.state.__dict__.setdefault(
+            "backend_misconfigurations", OrderedDict()
         )
-        cause = (verdict.sqlstate, message, host)
-        if cause not in said:
-            said.add(cause)
+        cause = (verdict.sqlstate, verdict.fix, host)
+        if cause in said:
+            said.move_to_end(cause)
+        else:
+            said[cause] = None
+            while len(said) > CAUSES_KEPT:
+                said.popitem(last=False)
             logger.error(
                 "database misconfigured: %s; SQLSTATE %s, host %s. Fix: %s",
                 message, verdict.sqlstate or "-", host, verdict.fix,

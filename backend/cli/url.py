@@ -6,6 +6,7 @@ import sys
 
 from backend.cli import CommandError, add_data_dir, data_folder
 from backend.embedded import recorded_url, running_elsewhere
+from backend.embedded_files import check_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)  # stdout is the URL alone: $(python -m backend url)
 
     folder = data_folder(args, say)
+    try:
+        check_folder(folder)  # the server's own rules: no URL from a folder it would refuse
+    except RuntimeError as error:
+        raise CommandError(str(error)) from None
     url = recorded_url(folder)
     if url is None:
         raise CommandError(

@@ -2,27 +2,203 @@
 say so without a secret."""
 
 import contextlib
+import re
+import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-# What a database says while it cannot take a connection for now: refused (restarting), Neon's
-# proxy waking or restarting a compute, a server starting or stopping, a connection cut.
+# SQLSTATEs of an outage rather than of a request: connection exceptions (class 08), too many
+# connections (class 53: the server's max_connections, or a role's or a database's connection
+# limit; connections free up), and the server shutting down, crashed, or not yet taking
+# connections.
+UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
+# What libpq says when it cannot reach a server for now (psycopg2 gives no SQLSTATE then):
+# refused (restarting), Neon's proxy waking a compute, a connection cut.
 TRANSIENT_CONNECT_ERRORS = (
     "connection refused",
     "could not connect to server",
-    "couldn't connect to compute node",
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
     "server closed the connection unexpectedly",
     "connection reset",
     "connection was closed",
-    "terminating connection",
 )
+# Of the SQLSTATEs, the ones worth another connect within the connect budget: a server
+# restarting or a connection cut. Another connect against a connection limit adds to the crowd.
+RETRY_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03")
+QUERY_CANCELED = "57014"  # statement_timeout, or a cancel
+
+FIX_TLS = "the server takes TLS connections only: set DATABASE_SSLMODE=require (or verify-full)"
+FIX_POOLER = (
+    "a pooler (PgBouncer, Neon's -pooler host) refuses startup parameters: remove options "
+    "from DATABASE_URL (or PGOPTIONS) or use the direct host, and set "
+    "DATABASE_POOLER=pgbouncer if the host name does not end in -pooler"
+)
+FIX_AUTH = "the user name or password in DATABASE_URL is wrong (Neon: Roles in the console)"
+FIX_DATABASE = "the database named in DATABASE_URL does not exist on that server"
+FIX_PRIVILEGE = (
+    "the user in DATABASE_URL may not connect to that database: GRANT CONNECT ON DATABASE "
+    "to it, or use a role that may"
+)
+FIX_HOST = "the host in DATABASE_URL is not known (DNS): check its spelling and region"
+FIX_CERTIFICATE = (
+    "the server's certificate did not verify: check DATABASE_SSLROOTCERT (the CA that signed "
+    "it) and that the host in DATABASE_URL is a name the certificate holds"
+)
+
+# Server messages are matched whole (anchored at both ends), and a name they hold (a role, a
+# database) sits between quotes: a name cannot turn one answer into another.
+_NAME = r'"[^"]*"'
+
+# The server's primary messages for a refused connect, as libpq prints them: psycopg2 gives no
+# SQLSTATE for a failed connect, so these stand for the SQLSTATE the server sent with them.
+SERVER_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), sqlstate)
+    for pattern, sqlstate in (
+        (rf"password authentication failed for user {_NAME}", "28P01"),
+        (r"no pg_hba\.conf entry for host .*", "28000"),
+        (r"pg_hba\.conf rejects connection for host .*", "28000"),
+        (rf"role {_NAME} does not exist", "28000"),
+        (rf"role {_NAME} is not permitted to log in", "28000"),
+        (rf"database {_NAME} does not exist", "3D000"),
+        (rf"permission denied for database {_NAME}", "42501"),
+        (rf"too many connections for (?:role|database) {_NAME}", "53300"),
+        (r"sorry, too many clients already", "53300"),
+        (r"remaining connection slots are reserved for .*", "53300"),
+        (r"the database system is (?:starting up|in recovery mode|not yet accepting "
+         r"connections|not accepting connections)", "57P03"),
+        (r"the database system is shutting down", "57P03"),
+        (r"terminating connection due to administrator command", "57P01"),
+        # PgBouncer and Neon's proxy: 08P01, whatever the cause.
+        (r"unsupported startup parameter.*", "08P01"),
+        (r"ssl required", "08P01"),
+        (r"connection is insecure \(try using `sslmode=require`\)", "08P01"),
+        (r"couldn't connect to compute node.*", "08P01"),
+    )
+)  # fmt: skip
+
+# libpq's own words for a connect that failed before the server could answer: the settings to
+# fix. Anything else libpq says there (refused, reset, closed, timed out) is an outage.
+CLIENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), fix)
+    for pattern, fix in (
+        (r"could not translate host name .*", FIX_HOST),
+        (r"(?:ssl error: )?certificate verify failed.*", FIX_CERTIFICATE),
+        (rf"server certificate for {_NAME} (?:\(and \d+ other names?\) )?does not match host "
+         rf"name {_NAME}", FIX_CERTIFICATE),
+        (rf"root certificate file {_NAME} does not exist", FIX_CERTIFICATE),
+        (r"server does not support ssl, but ssl was required", FIX_TLS),
+    )
+)  # fmt: skip
+
+# The frame libpq puts around each attempt's answer ("connection to server at "h" (1.2.3.4),
+# port 5432 failed: FATAL:  …"), and the lines that hold no primary message.
+_LIBPQ_FRAME = re.compile(
+    r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") failed: '
+)
+_SEVERITY = re.compile(r"^(?:FATAL|ERROR|PANIC):  ")
+_NOT_PRIMARY = ("DETAIL:  ", "HINT:  ", "CONTEXT:  ")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the server (or the driver, when no server answered) said, for classifying."""
+
+    sqlstate: str | None  # the server's, or the one its primary message stands for
+    primary: str  # the server's primary message; "" when none is known
+    client_fix: str | None = None  # a setting to fix, found before any server answered
+
+
+def answer_of(exc: BaseException) -> Answer:
+    """The SQLSTATE and primary message of a driver's error (or SQLAlchemy's wrapping of one).
+
+    Never the DETAIL, nor any text outside the server's primary message: a client's own value
+    in a constraint's DETAIL must not decide what kind of failure this is.
+    """
+    chain = _chain(exc)
+    for error in chain:
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if not sqlstate:
+            continue
+        # SQLAlchemy's asyncpg adapter keeps asyncpg's error (with the primary message) under it.
+        primaries = (_primary(e) for e in chain if getattr(e, "sqlstate", None) == sqlstate)
+        return Answer(str(sqlstate), _primary(error) or next(filter(None, primaries), ""))
+    for error in chain:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return Answer(None, "", FIX_CERTIFICATE)
+        if isinstance(error, socket.gaierror):
+            return Answer(None, "", FIX_HOST)
+    for from_server, said in libpq_lines(chain[0]):
+        for pattern, sqlstate in SERVER_MESSAGES if from_server else ():
+            if pattern.fullmatch(said):
+                return Answer(sqlstate, said)
+        for pattern, fix in () if from_server else CLIENT_MESSAGES:
+            if pattern.fullmatch(said):
+                return Answer(None, said, fix)
+    return Answer(None, "")
+
+
+def libpq_lines(error: BaseException) -> Iterator[tuple[bool, str]]:
+    """psycopg2's failed connect: libpq's text, one attempt per line, without its frame.
+
+    Each line is (from the server, its primary message): DETAIL and HINT lines are left out.
+    """
+    for line in str(error).splitlines():
+        said = _LIBPQ_FRAME.sub("", line.strip())
+        if not said or said.startswith(_NOT_PRIMARY):
+            continue
+        server = _SEVERITY.match(said)
+        yield bool(server), said[server.end() :] if server else said
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    # The driver's error first (SQLAlchemy's .orig), then what it came from.
+    start = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    seen: list[BaseException] = []
+    todo: list[object] = [start]
+    while todo:
+        error = todo.pop(0)
+        if isinstance(error, BaseException) and all(error is not s for s in seen):
+            seen.append(error)
+            todo += [getattr(error, "orig", None), error.__cause__]
+    return seen
+
+
+def _primary(error: BaseException) -> str:
+    diag = getattr(error, "diag", None)  # psycopg2
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary is None and type(error).__module__.startswith("asyncpg"):
+        primary = getattr(error, "message", None)
+    return primary.strip() if isinstance(primary, str) else ""
+
+
+def refusal_fix(said: Answer) -> str | None:
+    """The setting to fix, when the answer is a refusal no retry will change; else None.
+
+    By SQLSTATE; the server's primary message only tells apart what one SQLSTATE covers:
+    PostgreSQL answers a plaintext client with 28000, PgBouncer and Neon's proxy answer it and
+    a startup parameter with 08P01.
+    """
+    if said.client_fix:
+        return said.client_fix
+    state, primary = said.sqlstate or "", said.primary.lower()
+    if state == "28000" and primary.endswith(", no encryption"):
+        return FIX_TLS
+    if state.startswith("28"):  # invalid authorization: password, pg_hba.conf, role
+        return FIX_AUTH
+    if state == "3D000":
+        return FIX_DATABASE
+    if state == "42501" and primary.startswith("permission denied for database "):
+        return FIX_PRIVILEGE  # a revoked CONNECT; a query's 42501 is the route's own error
+    if state == "08P01":
+        if primary.startswith("unsupported startup parameter"):
+            return FIX_POOLER
+        if primary in ("ssl required", "connection is insecure (try using `sslmode=require`)"):
+            return FIX_TLS
+    return None
 
 
 def is_transient_connect_error(exc: BaseException) -> bool:
@@ -31,47 +207,13 @@ def is_transient_connect_error(exc: BaseException) -> bool:
         return False
     if isinstance(exc, ConnectionError):  # refused, reset, aborted: asyncpg raises them as such
         return True
-    message = str(exc).lower()
-    return any(words in message for words in TRANSIENT_CONNECT_ERRORS)
-
-
-# SQLSTATEs of an outage rather than of a request: connection exceptions (class 08), too many
-# connections (class 53), and the server shutting down, crashed, or not yet taking connections.
-UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
-QUERY_CANCELED = "57014"  # statement_timeout, or a cancel
-
-# A permanent error dressed as a temporary one sends clients retrying for ever: these are
-# settings to fix. psycopg2 gives no SQLSTATE for a failed connect, so libpq's words count
-# too (the server's, in English as Neon sends them).
-MISCONFIGURATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    (
-        "",  # by the words, whatever the SQLSTATE (28000 from PostgreSQL, 08P01 from proxies)
-        ("no encryption", "connection is insecure", "ssl required"),
-        "the server takes TLS connections only: set DATABASE_SSLMODE=require (or verify-full)",
-    ),
-    (
-        "",  # PgBouncer's 08P01, which is no outage
-        ("unsupported startup parameter",),
-        "a pooler (PgBouncer, Neon's -pooler host) refuses startup parameters: remove options "
-        "from DATABASE_URL (or PGOPTIONS) or use the direct host, and set "
-        "DATABASE_POOLER=pgbouncer if the host name does not end in -pooler",
-    ),
-    (
-        "28",  # invalid authorization: wrong password, no pg_hba.conf line, no such role
-        ("password authentication failed", "no pg_hba.conf entry", 'role "', "28p01"),
-        "the user name or password in DATABASE_URL is wrong (Neon: Roles in the console)",
-    ),
-    (
-        "3D000",  # invalid catalog name
-        ("does not exist",),
-        "the database named in DATABASE_URL does not exist on that server",
-    ),
-    (
-        "",  # not the server's answer: the name did not resolve
-        ("could not translate host name", "name or service not known", "nodename nor servname"),
-        "the host in DATABASE_URL is not known (DNS): check its spelling and region",
-    ),
-)
+    said = answer_of(exc)
+    if refusal_fix(said):
+        return False
+    if said.sqlstate:
+        return said.sqlstate.startswith(RETRY_SQLSTATE_PREFIXES)
+    lines = [said.lower() for _, said in libpq_lines(exc)]
+    return any(words in line for line in lines for words in TRANSIENT_CONNECT_ERRORS)
 
 
 class NoReadReplica(SQLAlchemyError):
@@ -92,27 +234,29 @@ class Verdict:
 def classify(exc: BaseException) -> Verdict | None:
     """The one place that sorts database errors; None: the route's own error (FastAPI's 500).
 
+    By SQLSTATE, the same on both paths for the same server answer (psycopg2 gives none for a
+    failed connect: libpq's primary message line then stands for it):
+
     - timeout (504, no Retry-After): the statement ran out of time (57014, or no answer within
       DATABASE_STATEMENT_TIMEOUT); re-running it every second would not help;
-    - misconfigured (503, no Retry-After): authentication, an unknown database or host,
-      plaintext to a server that takes TLS only, startup parameters sent to a pooler;
-    - unavailable (503 with Retry-After): connection failures and resets, too many
-      connections, a server starting or stopping, a full pool, a compute waking, no read
-      replica to read from (DATABASE_READ_FALLBACK=fail).
+    - misconfigured (503, no Retry-After): authentication (28xxx), an unknown database
+      (3D000), a revoked CONNECT privilege, an unknown host, a certificate that does not
+      verify, plaintext to a server that takes TLS only, startup parameters sent to a pooler;
+    - unavailable (503 with Retry-After): connection failures and resets (08xxx), too many
+      connections (53xxx), a server starting or stopping, a full pool, a compute waking, no
+      read replica to read from (DATABASE_READ_FALLBACK=fail).
     """
     if isinstance(exc, PoolTimeoutError | NoReadReplica):
         return Verdict("unavailable", 503, True, None)
     if not isinstance(exc, DBAPIError):
         return None
-    sqlstate = _sqlstate(exc)
+    said = answer_of(exc)
+    sqlstate = said.sqlstate
     if sqlstate == QUERY_CANCELED or isinstance(exc.orig, TimeoutError) or _no_answer(exc):
         return Verdict("timeout", 504, False, sqlstate)
-    message = str(exc.orig).lower()
-    for prefix, words, fix in MISCONFIGURATIONS:
-        by_state = bool(prefix) and bool(sqlstate) and str(sqlstate).startswith(prefix)
-        by_words = not (prefix and sqlstate) and any(word in message for word in words)
-        if by_state or by_words:
-            return Verdict("misconfigured", 503, False, sqlstate, fix)
+    fix = refusal_fix(said)
+    if fix:
+        return Verdict("misconfigured", 503, False, sqlstate, fix)
     if (
         isinstance(exc, OperationalError | InterfaceError)
         or exc.connection_invalidated
@@ -120,12 +264,6 @@ def classify(exc: BaseException) -> Verdict | None:
     ):
         return Verdict("unavailable", 503, True, sqlstate)
     return None
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    # asyncpg's errors carry .sqlstate, psycopg2's .pgcode (None for a failed connect).
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return str(state) if state else None
 
 
 def _no_answer(exc: DBAPIError) -> bool:

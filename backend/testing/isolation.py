@@ -12,13 +12,23 @@ the test's end rolls the outer transaction back. Nothing is ever committed.
   event loop, so a loop per test or per session makes no difference; what is not exercised is
   asyncpg itself (use database mode, `backend_transactional_db`, for that).
 - Read sessions keep `ReadOnlySession` (a flush refuses writes) and, as the read engine does,
-  refuse statements that are not reads before they are sent. In production they run in
+  refuse statements that are not reads before they are sent, whichever way they come (the
+  session's `execute`, or its `connection()`), and the server refuses them too (each read's
+  SAVEPOINT is READ ONLY, as production's read connections are). In production they run in
   autocommit, one transaction per statement; here each statement gets a SAVEPOINT of its own,
   released at once. A read session holding a SAVEPOINT for the whole request would break: a
   write session that began first releases its own SAVEPOINT on commit, and PostgreSQL releases
   every SAVEPOINT made after it with it, so the read session's close would then fail.
+- In production a read session has a connection of its own, and does not see what a write
+  session of the same request has written and not yet committed. On the test's one
+  connection it would: so a read while such writes are pending is refused
+  (`UncommittedWriteError`), pointing to database mode, rather than passing on behaviour
+  production does not have. Writes committed before (the test's own, a route's earlier
+  commit) are read as production reads them.
 """
 
+import re
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -39,8 +49,93 @@ JOINED: dict[str, Any] = {**SESSION_OPTIONS, "join_transaction_mode": "create_sa
 MAKERS = ("session_maker", "read_session_maker", "async_session_maker", "async_read_session_maker")
 
 
+class UncommittedWriteError(RuntimeError):
+    """A read session, in transaction mode, would see writes production's would not."""
+
+
+UNCOMMITTED = (
+    "in transaction mode, this read session (ReadSessionDep) would see writes not committed "
+    "yet (a SessionDep that wrote and has not committed), which production's read session, on "
+    "a connection of its own, does not see: commit them before reading, or run this test in "
+    "database mode (the backend_transactional_db fixture), where reads are as in production"
+)
+
+# Statements the sessions' own SAVEPOINTs are made of: neither a read nor a write of theirs.
+_TRANSACTION_CONTROL = re.compile(
+    r"\s*(?:SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT|SET TRANSACTION READ ONLY\s*$)",
+    re.IGNORECASE,
+)
+# connection.info keys: the read sessions' SAVEPOINTs, and those a write was made in.
+_READS = "backend_read_savepoints"
+_WRITES = "backend_written_savepoints"
+
+
+def _refuse(reason: str) -> ReadOnlyError:
+    return ReadOnlyError(f"a read-only engine does not run {reason}: write through SessionDep")
+
+
+class _ReadConnection:
+    """What a read session's `connection()` gives: each statement goes through the session, so
+    each is checked and runs in a READ ONLY SAVEPOINT of its own, as `execute` does."""
+
+    def __init__(self, session: "ReadOnlyTestSession") -> None:
+        self._session = session
+
+    def execute(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        return self._session.execute(statement, parameters, **options)
+
+    def scalar(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        return self.execute(statement, parameters, **options).scalar()
+
+    def scalars(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        return self.execute(statement, parameters, **options).scalars()
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None, **options: Any) -> Any:
+        if reason := not_a_read(statement):
+            raise _refuse(reason)
+        connection = Session.connection(self._session)
+        return connection.exec_driver_sql(statement, parameters, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else, on the connection itself: its SAVEPOINT, READ ONLY, stays open.
+        return getattr(Session.connection(self._session), name)
+
+
 class ReadOnlyTestSession(ReadOnlySession):
     """A read session inside the test's transaction: reads only, a SAVEPOINT per statement."""
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        return _ReadConnection(self)
+
+
+@event.listens_for(ReadOnlyTestSession, "after_begin")
+def _read_only_savepoint(session: Session, transaction: Any, connection: Connection) -> None:
+    # The server's guard, as production's read connections have it: PostgreSQL gives a
+    # SAVEPOINT's READ ONLY back to its parent's state when it ends, whichever way.
+    nested = connection.get_nested_transaction()
+    if nested is not None:
+        connection.info.setdefault(_READS, weakref.WeakSet()).add(nested)
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+def _watch_statements(connection: Connection) -> None:
+    """Every statement on the test's connection: a read session's are refused unless reads,
+    and while a write is pending in an open SAVEPOINT; a write session's mark their SAVEPOINT.
+    """
+
+    @event.listens_for(connection, "before_cursor_execute")
+    def each(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if _TRANSACTION_CONTROL.match(statement):
+            return
+        nested = conn.get_nested_transaction()
+        written: weakref.WeakSet[Any] = conn.info.setdefault(_WRITES, weakref.WeakSet())
+        if nested is not None and nested in conn.info.get(_READS, ()):
+            if reason := not_a_read(statement):
+                raise _refuse(reason)
+            if any(savepoint.is_active for savepoint in written):
+                raise UncommittedWriteError(UNCOMMITTED)
+        elif nested is not None and not_a_read(statement):
+            written.add(nested)  # pending until that SAVEPOINT is released or rolled back
 
 
 @event.listens_for(ReadOnlyTestSession, "do_orm_execute")
@@ -52,7 +147,7 @@ def _each_statement_on_its_own(state: ORMExecuteState) -> Result[Any] | None:
     else:
         sql = str(statement)
     if reason := not_a_read(sql):
-        raise ReadOnlyError(f"a read-only engine does not run {reason}: write through SessionDep")
+        raise _refuse(reason)
     if session.in_transaction():
         return None  # inside `with session.begin():`, or a load run by a statement below
     try:
@@ -81,6 +176,7 @@ class OuterTransaction:
         self.connection = engine.connect()
         self.transaction = self.connection.begin()
         connection = self.connection
+        _watch_statements(connection)
         self.makers: dict[str, Any] = {
             "session_maker": sessionmaker(connection, class_=Session, **JOINED),
             "read_session_maker": sessionmaker(connection, class_=ReadOnlyTestSession, **JOINED),

@@ -23,7 +23,7 @@ class PgBouncer:
     statements at all, which makes it the worst case for asyncpg."""
 
     upstream_port: int
-    password: str
+    password: str = field(repr=False)  # the test server's superuser's, shown by no repr
     certificate: Path
     key: Path
     server_tls: bool

@@ -25,6 +25,7 @@ from backend.embedded import (
     embedded_bindir,
     free_port,
     has_tls,
+    reachable_data_dir,
 )
 from backend.testing.postgres import Certificates, choose_bindir, new_server
 from tests.conftest import project_root
@@ -248,3 +249,49 @@ def test_the_url_command_reads_no_file_of_roots_through_a_planted_link(
     assert "root's own" not in url.stdout + url.stderr
     assert url.returncode == 1
     assert "no embedded PostgreSQL has started in" in url.stderr
+
+
+def test_the_url_command_refuses_a_moved_data_folder_another_user_made_first() -> None:
+    """As root, a data folder the server's user cannot reach moves to a predictable name under
+    /var/tmp; another user who made that folder first, with a port, a password and an
+    instance.pid of their choosing, and holds its lock, is refused there as at a start."""
+    stranger = pwd.getpwnam("daemon")  # neither root nor the server's user
+    private = Path(tempfile.mkdtemp(prefix="backend-private-"))  # 0700: nobody cannot enter
+    data_dir = private / ".pgdata"
+    moved = reachable_data_dir(data_dir)
+    assert moved.parent == Path("/var/tmp")  # noqa: S108
+    chosen = "stranger-chosen-password"
+
+    def as_stranger(*command: str) -> "subprocess.Popen[bytes]":
+        uid, gid = stranger.pw_uid, stranger.pw_gid
+        return subprocess.Popen(command, user=uid, group=gid, extra_groups=[])
+
+    assert as_stranger("mkdir", "-m", "755", str(moved)).wait() == 0
+    for name, content in [("port", "5432"), ("password", chosen), ("instance.pid", "1")]:
+        writer = as_stranger("sh", "-c", f'umask 022 && echo {content} > "$1"', "sh",
+                             str(moved / name))  # fmt: skip
+        assert writer.wait() == 0
+    holder = as_stranger("flock", "-x", str(moved), "sleep", "60")
+    try:
+        url = subprocess.run(
+            [
+                *(sys.executable, "-m", "backend", "url", "--show-password"),
+                *("--data-dir", str(data_dir)),
+            ],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(moved)
+        shutil.rmtree(private)
+
+    assert chosen not in url.stdout + url.stderr
+    assert "served by process" not in url.stderr
+    assert url.stdout == ""
+    assert url.returncode == 1
+    assert f"{moved} belongs to user id {stranger.pw_uid}" in url.stderr
+    assert "Traceback" not in url.stderr

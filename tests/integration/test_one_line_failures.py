@@ -2,6 +2,7 @@
 variable, the rule, the fix) and exit code 3; under plain `uvicorn backend.main:app` the same
 sentence is the last line of the startup failure. And `--workers` reaches uvicorn."""
 
+import json
 import os
 import subprocess
 import sys
@@ -133,6 +134,55 @@ def test_under_uvicorn_the_sentence_is_the_last_line_of_the_failure(
     # Starlette's and the lifespan's few frames (17 lines with the sentence), not the 38 that
     # dependency-injector's frames made of it.
     assert len(failure[start:-1]) <= 20, result.stderr
+
+
+# A service's own YAML of the wrong shape, and bytes that are not UTF-8: (file contents or
+# None, variables, the sentence after the file's name or the whole sentence).
+MALFORMED = {
+    "database is a list": (b"database:\n  - url\n", {}, ": `database` must be a mapping"),
+    "database is a string": (b"database: postgres\n", {}, ": `database` must be a mapping"),
+    "url_query_defaults is a list": (
+        b"database:\n  url_query_defaults: [sslmode]\n",
+        {},
+        ": `database.url_query_defaults` must be a mapping",
+    ),
+    "the file is a list": (b"- database\n", {}, ": the file must be a mapping"),
+    "the file is not UTF-8": (
+        b"database:\n  application_name: caf\xe9\n",
+        {},
+        " is not UTF-8 text: save it as UTF-8",
+    ),
+    "DATABASE_URL is not UTF-8": (
+        None,
+        {"DATABASE_URL": os.fsdecode(b"postgresql://u\xff:p@127.0.0.1:1/db")},
+        "DATABASE_URL holds a byte that is not UTF-8 text",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+@pytest.mark.parametrize("command", [(), ("check",), ("check", "--json")], ids=" ".join)
+def test_malformed_settings_are_one_line_not_a_traceback(
+    case: str, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    contents, variables, said = MALFORMED[case]
+    env = environment(**variables)
+    if contents is not None:
+        own = tmp_path / "service.yml"
+        own.write_bytes(contents)
+        env["BACKEND_CONFIG"] = str(own)
+        said = f"BACKEND_CONFIG / config_file {own}{said}"
+    result = run(sys.executable, "-m", "backend", *command, env=env)
+    assert result.returncode == 3, result.stderr
+    if command[-1:] == ("--json",):
+        document = json.loads(result.stdout)
+        assert document["exit_code"] == 3
+        assert document["steps"][0]["detail"].startswith(said)
+        assert "Traceback" not in result.stderr
+    else:
+        assert result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"python -m backend: {said}")
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,9 @@ def test_a_commit_through_a_route_leaves_nothing_for_the_next_test(
 def test_sync_and_async_sessions_share_the_tests_transaction(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_paths="""
+        import pytest
+
+
         def test_both_paths(backend_client):
             backend_client.post("/items", params={"name": "sync"})
             backend_client.post("/async/items", params={"name": "async"})
@@ -74,8 +77,16 @@ def test_sync_and_async_sessions_share_the_tests_transaction(pytester: pytest.Py
 
 
         def test_a_read_between_a_write_and_its_commit(backend_client):
+            # Production's read session would not see the flushed row; on the test's one
+            # connection it would, so the read is refused, pointing to database mode.
+            with pytest.raises(RuntimeError, match="database mode"):
+                backend_client.post("/checked/items", params={"name": "tea"})
+            assert backend_client.get("/items").json() == []
+
+
+        def test_the_same_in_database_mode(backend_client, backend_transactional_db):
             response = backend_client.post("/checked/items", params={"name": "tea"})
-            assert response.json() == ["tea"]  # the read saw the flushed row
+            assert response.json() == []  # as in production: not committed yet
             assert backend_client.get("/items").json() == ["tea"]
 
 
@@ -83,7 +94,7 @@ def test_sync_and_async_sessions_share_the_tests_transaction(pytester: pytest.Py
             assert backend_client.get("/async/items").json() == []
         """
     )
-    run(pytester).assert_outcomes(passed=3)
+    run(pytester).assert_outcomes(passed=4)
 
 
 def test_server_session_state_does_not_outlive_its_test(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,113 @@
+"""Read sessions in the plugin's transaction mode behave as production's: they do not see a
+request's uncommitted writes (refused, pointing to database mode, where they cannot be
+hidden), they read what was committed, and nothing writes through them."""
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from dependency_injector.wiring import inject
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from backend.container import (
+    AsyncReadSessionDep,
+    AsyncSessionDep,
+    Container,
+    ReadSessionDep,
+    SessionDep,
+)
+from backend.db.readonly import ReadOnlyError
+from backend.testing.databases import TestDatabase
+from tests.conftest import serving
+
+router = APIRouter()
+
+INSERT = sa.text("INSERT INTO read_probe VALUES (:name)")
+COUNT = sa.text("SELECT count(*) FROM read_probe")
+
+
+@router.post("/sync/write-read/{commit}")
+@inject
+def write_then_read(commit: bool, session: SessionDep, reads: ReadSessionDep) -> int:
+    session.execute(INSERT, {"name": "tea"})
+    if commit:
+        session.commit()
+    seen = int(reads.scalar(COUNT) or 0)
+    session.commit()
+    return seen
+
+
+@router.post("/async/write-read/{commit}")
+@inject
+async def write_then_read_async(
+    commit: bool, session: AsyncSessionDep, reads: AsyncReadSessionDep
+) -> int:
+    await session.execute(INSERT, {"name": "tea"})
+    if commit:
+        await session.commit()
+    seen = int(await reads.scalar(COUNT) or 0)
+    await session.commit()
+    return seen
+
+
+@router.post("/sync/insert-on-the-read-connection")
+@inject
+def insert_on_the_read_connection(reads: ReadSessionDep) -> None:
+    reads.connection().execute(INSERT, {"name": "tea"})
+
+
+@router.get("/sync/count")
+@inject
+def count(reads: ReadSessionDep) -> int:
+    return int(reads.connection().scalar(COUNT) or 0)
+
+
+@pytest.fixture(params=["transaction", "database"])
+def database(request: pytest.FixtureRequest) -> TestDatabase:
+    fixture = "backend_db" if request.param == "transaction" else "backend_transactional_db"
+    database: TestDatabase = request.getfixturevalue(fixture)
+    with database.session() as session:
+        session.execute(sa.text("CREATE TABLE read_probe (name text)"))
+        session.commit()
+    return database
+
+
+@pytest.fixture
+def client(database: TestDatabase) -> Iterator[TestClient]:
+    container = Container()
+    database.bind(container)
+    try:
+        with TestClient(serving(container, sys.modules[__name__])) as client:
+            yield client
+    finally:
+        database.unbind(container)
+
+
+def test_a_read_session_does_not_see_the_requests_uncommitted_write(
+    client: TestClient, database: TestDatabase, flavour: str
+) -> None:
+    if database.mode == "database":  # production's answer: the write was not committed yet
+        assert client.post(f"/{flavour}/write-read/false").json() == 0
+        return
+    # Transaction mode cannot hide it, on the test's one connection: it says so.
+    with pytest.raises(RuntimeError, match="database mode") as refused:
+        client.post(f"/{flavour}/write-read/false")
+    assert "backend_transactional_db" in str(refused.value)
+
+
+def test_a_read_session_sees_what_was_committed_before_it_read(
+    client: TestClient, flavour: str
+) -> None:
+    assert client.post(f"/{flavour}/write-read/true").json() == 1
+
+
+def test_the_read_sessions_own_connection_refuses_writes(
+    client: TestClient, database: TestDatabase
+) -> None:
+    with pytest.raises(ReadOnlyError):
+        client.post("/sync/insert-on-the-read-connection")
+    with database.session() as session:
+        assert session.scalar(COUNT) == 0
+    assert client.get("/sync/count").json() == 0
