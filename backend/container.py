@@ -32,7 +32,7 @@ from backend.db.scope import (
     request_async_session,
     request_session,
 )
-from backend.settings import load_settings, read_config_file
+from backend.settings import ConfigurationError, load_settings, read_config_file
 
 # The defaults ship inside the package; the repository's config.yml links here.
 DEFAULTS_FILE = Path(__file__).resolve().parent / "config.yml"
@@ -167,9 +167,21 @@ class Container(containers.DeclarativeContainer):
         # bool): backend/settings.py resolves ${VAR:default} from the exact strings.
         container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
         own = config_file or os.environ.get("BACKEND_CONFIG")
-        if own and (own_config := read_config_file(own)):
+        try:
+            own_config = read_config_file(own) if own else None
+        except ConfigurationError as error:
+            # Said when the settings are first built (the app's startup, like any bad
+            # setting), not here: an app module makes its container when it is imported, and
+            # uvicorn would report an import error instead of the setting's one line.
+            container.settings.override(providers.Callable(_refuse, error))
+            return container
+        if own_config:
             container.config.from_dict(own_config)
         return container
+
+
+def _refuse(error: ConfigurationError) -> None:
+    raise error
 
 
 def use_database(container: Container, url: str | URL) -> None:

@@ -37,5 +37,6 @@ def test_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_missing_own_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKEND_CONFIG", "/nonexistent/service.yml")
+    container = Container()  # as an app module makes it, at import: nothing read yet fails
     with pytest.raises(ConfigurationError, match="BACKEND_CONFIG / config_file /nonexistent"):
-        Container()
+        container.settings()
