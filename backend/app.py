@@ -5,6 +5,7 @@ and the engines it built are disposed when it stops."""
 
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType
@@ -57,15 +58,12 @@ def install(
     app.state.container = active
     # Outside the exception handlers: a 503 is answered before the request's sessions close.
     app.add_middleware(RequestScopeMiddleware, container=active)
-    started = Started()
-    app.add_middleware(RefuseUntilStarted, started=started)  # outermost
     handle_database_errors(app)
     if health:
         app.include_router(health_route.router)
     apps_own = app.router.lifespan_context
 
-    @asynccontextmanager
-    async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
+    def start() -> None:
         # First: backend.db.session's module-level names resolve from the running app's.
         use_container(active)
         engine = _checked(active)
@@ -78,7 +76,13 @@ def install(
         check_wiring(app, active)
         say_which_database(active, engine)
         say_which_replicas(active)
-        started.yes = True
+
+    start_once = StartOnce(start)
+    app.add_middleware(StartAtFirstRequest, start=start_once)  # outermost
+
+    @asynccontextmanager
+    async def lifespan_of_the_layer(app: FastAPI) -> AsyncIterator[Any]:
+        start_once.now()
         try:
             async with apps_own(app) as state:
                 yield state
@@ -89,43 +93,52 @@ def install(
                 disposed = built.dispose()  # an AsyncEngine gives a coroutine
                 if disposed is not None:
                     await disposed
+            start_once.done = False
 
     app.router.lifespan_context = lifespan_of_the_layer
     return active
 
 
-class Started:
-    """Whether an app's lifespan (and so the layer's start) has run."""
+class StartOnce:
+    """The layer's start (settings checked, modules wired, the startup line), run once per
+    run of the app: by its lifespan, or at its first request where no lifespan ran."""
 
-    yes = False
+    def __init__(self, start: Callable[[], None]) -> None:
+        self._start = start
+        self._lock = threading.Lock()
+        self.done = False
+
+    def now(self) -> None:
+        with self._lock:
+            if not self.done:
+                self._start()
+                self.done = True
 
 
-class NotStarted(RuntimeError):
-    """A request reached an app with the layer whose lifespan never ran."""
-
-
-class RefuseUntilStarted:
-    """Refuse requests to an app whose lifespan never ran, in one sentence that says why.
+class StartAtFirstRequest:
+    """Start the layer at the first request of an app whose lifespan never ran.
 
     Starlette runs the lifespan of the app it serves, not of an app mounted under it
-    (`outer.mount("/v2", app)`), and a server may be told to run none (`--lifespan off`). The
-    layer is not started then (the container neither checked nor wired), and each route would
-    fail on its own, far from the cause: 'ProvideOnLoop' object has no attribute 'execute'.
+    (`outer.mount("/v2", app)`); a TestClient used outside `with`, httpx's ASGITransport and
+    `--lifespan off` run none. The request scope needs nothing from the lifespan, but the
+    settings check, the wiring and the markers' move to the event loop happen at start: done
+    here, once, they serve these apps as they serve a started one. Only the disposal of the
+    engines at shutdown is left undone, so the log says so once.
     """
 
-    def __init__(self, app: ASGIApp, started: Started) -> None:
-        self.app, self.started = app, started
+    def __init__(self, app: ASGIApp, start: StartOnce) -> None:
+        self.app, self.start = app, start
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self.started.yes:
+        if not self.start.done and scope["type"] in ("http", "websocket"):
+            self.start.now()
             mounted = scope.get("root_path", "")
-            where = f"this app, mounted at {mounted}," if mounted else "this app"
-            raise NotStarted(
-                f"the database layer of {where} has not started: its lifespan never ran "
-                "(Starlette runs the lifespan of the outer app only, not of a mounted one's, "
-                "and none with --lifespan off); run its lifespan from the outer app's "
-                "(FastAPI(lifespan=lambda _: app.router.lifespan_context(app))), or "
-                "install(outer) on the outer app instead of mounting one that has the layer"
+            logger.warning(
+                "the app%s started without its lifespan (a mounted app, a TestClient outside "
+                "`with`, or --lifespan off): the database layer started at its first request, "
+                "and its engines are not disposed at shutdown%s",
+                f" mounted at {mounted}" if mounted else "",
+                "; run the mounted app's lifespan from the outer app's" if mounted else "",
             )
         await self.app(scope, receive, send)
 

@@ -416,3 +416,18 @@ def test_check_on_a_container_given_an_engine_checks_that_engine(no_database_url
     assert report.exit_code == 0
     assert container.built_engines() == []
     engine.dispose()
+
+
+def test_an_installed_app_tested_without_its_lifespan_still_works(database: URL) -> None:
+    """dependency-injector's own FastAPI example tests with `client = TestClient(app)`, which
+    runs no lifespan: the layer starts at the first request."""
+    container = AppContainer()
+    container.wire(modules=[sys.modules[__name__]])
+    app = FastAPI()
+    app.include_router(installed)
+    install(app, container)
+    client = TestClient(app)
+    answer = client.post("/di/notes/no-lifespan")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["same_session"]
+    assert keys(database) == {"no-lifespan"}
