@@ -115,19 +115,7 @@ class RequestScope:
         """
         if self._gate is None or self._admitted or self._closed:
             return
-        if self._gate.locked():
-            timeout = self._admission_timeout()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._gate.acquire()
-            except TimeoutError:
-                raise AdmissionTimeout(
-                    f"no sync session within {timeout:g} s (the pool_timeout): as many "
-                    "requests as FastAPI's threadpool has workers hold or await the pool's "
-                    "connections"
-                ) from None
-        else:
-            await self._gate.acquire()  # free: no timer to set up
+        await acquire_admission(self._gate, self.container)
         if self._admitted:  # two tasks of one request got here at once: keep one place
             self._gate.release()
         self._admitted = True
@@ -137,18 +125,6 @@ class RequestScope:
         if self._admitted and self._gate is not None:
             self._admitted = False
             self._gate.release()
-
-    def _admission_timeout(self) -> float:
-        # The app's pool_timeout: a request waits for admission no longer than it would
-        # wait for a connection. Without a container (the middleware added by hand),
-        # SQLAlchemy's default pool_timeout.
-        if self.container is None:
-            return DEFAULT_POOL_TIMEOUT
-        try:
-            pool = self.container.engine().pool
-        except Exception:  # an app with no sync engine configured: no sync session either
-            return DEFAULT_POOL_TIMEOUT
-        return float(pool.timeout()) if isinstance(pool, QueuePool) else DEFAULT_POOL_TIMEOUT
 
     def session(self, maker: Callable[[], S]) -> S:
         """This scope's session from `maker`, made now if it is the first ask."""
@@ -219,6 +195,54 @@ class RequestScope:
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
         return sessions
+
+
+def admission_gate() -> asyncio.Semaphore:
+    """This event loop's admission gate: as many places as FastAPI's threadpool has workers.
+
+    One per loop, shared by every app on it, as the threadpool is (anyio's default limiter,
+    40; a TestClient runs each `with` in a new loop).
+    """
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        workers = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+        gate = _gates[loop] = asyncio.Semaphore(workers)
+    return gate
+
+
+_gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+async def acquire_admission(gate: asyncio.Semaphore, container: Any) -> None:
+    """A place at `gate`, waited for no longer than the pool_timeout of `container`'s pool.
+
+    Ends as a full pool does: AdmissionTimeout, a pool timeout, which the layer answers 503.
+    """
+    if not gate.locked():
+        await gate.acquire()  # free: no timer to set up
+        return
+    timeout = _pool_timeout(container)
+    try:
+        async with asyncio.timeout(timeout):
+            await gate.acquire()
+    except TimeoutError:
+        raise AdmissionTimeout(
+            f"no sync session within {timeout:g} s (the pool_timeout): as many requests as "
+            "FastAPI's threadpool has workers hold or await the pool's connections"
+        ) from None
+
+
+def _pool_timeout(container: Any) -> float:
+    # A request waits for admission no longer than it would wait for a connection. Without
+    # a container (the middleware added by hand), SQLAlchemy's default pool_timeout.
+    if container is None:
+        return DEFAULT_POOL_TIMEOUT
+    try:
+        pool = container.engine().pool
+    except Exception:  # an app with no sync engine configured: no sync session either
+        return DEFAULT_POOL_TIMEOUT
+    return float(pool.timeout()) if isinstance(pool, QueuePool) else DEFAULT_POOL_TIMEOUT
 
 
 _current: ContextVar[RequestScope | None] = ContextVar("backend_request_scope", default=None)
@@ -385,10 +409,6 @@ class RequestScopeMiddleware:
         self.app = app
         # The app's container, chosen when the layer was installed; None: `app.state`'s.
         self.container = container
-        # One admission gate per event loop (a TestClient runs each `with` in a new loop).
-        self._gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            WeakKeyDictionary()
-        )
         self._converted: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -398,7 +418,7 @@ class RequestScopeMiddleware:
         app = scope["app"]
         self._markers_on_the_loop(app)
         container = self.container or getattr(app.state, "container", None)
-        async with RequestScope(self._gate(), container) as request:
+        async with RequestScope(admission_gate(), container) as request:
             if scope["type"] == "websocket":
                 send = _leaving_when_accepted(request, send)
             await self.app(scope, receive, send)
@@ -415,12 +435,3 @@ class RequestScopeMiddleware:
 
         resolve_markers_on_the_loop(app)
         self._converted[app] = routes
-
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            # As many as FastAPI's threadpool has workers (anyio's default limiter, 40).
-            workers = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-            gate = self._gates[loop] = asyncio.Semaphore(workers)
-        return gate

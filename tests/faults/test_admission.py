@@ -3,7 +3,8 @@ every kind of connection, and is bounded.
 
 - 256 concurrent requests on a pool of 5 + 5: SessionDep and dependency-injector's own
   `Depends(Provide[Container.session])` with @inject, in an installed app and in a plain
-  `FastAPI()` with the RequestScopeMiddleware added by hand.
+  `FastAPI()` with the RequestScopeMiddleware added by hand; `Depends(get_session)` in a
+  plain `FastAPI()` without the layer.
 - 40 open WebSockets that used a sync session do not keep a sync route waiting.
 - A request that cannot be admitted within the pool_timeout is answered 503, as a full pool.
 """
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from typing import Annotated
 
 import anyio.to_thread
 import httpx2 as httpx
@@ -30,6 +32,7 @@ from sqlmodel import Session
 
 from backend.container import Container, SessionDep
 from backend.db.scope import RequestScopeMiddleware
+from backend.db.session import get_session
 from tests.conftest import serving, use_database
 
 CONCURRENT = 256
@@ -107,6 +110,21 @@ async def test_256_concurrent_requests_in_every_idiom_on_a_pool_of_10(
     # A request that waited past pool_timeout would be a 503 (a 500 without install()).
     assert await burst(app, path) == {200: CONCURRENT}
     assert container.engine().pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_256_concurrent_requests_on_get_session_in_a_plain_app(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> None:
+    # No layer at all: Depends(get_session)'s own yield dependency is admitted too.
+    use_database(monkeypatch, database_url, **POOL)
+    app = FastAPI()
+
+    @app.get("/plain")
+    def plain(session: Annotated[Session, Depends(get_session)]) -> Slept:
+        return Slept(pid=int(session.scalar(QUERY) or 0))
+
+    assert await burst(app, "/plain") == {200: CONCURRENT}
 
 
 @pytest.fixture
