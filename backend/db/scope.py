@@ -24,6 +24,16 @@ Two rules break that cycle:
   the requests waiting for a connection can never hold every worker;
 - the close of a sync session (a ROLLBACK round trip) runs on a small executor of its own,
   neither on the event loop nor in FastAPI's threadpool.
+Admission is waited for no longer than the pool_timeout, and then answered 503 as a full pool
+is. A WebSocket gives its place back once accepted: its handler runs on the event loop, where
+a sync session neither holds a worker while it waits nor needs one to give its connection
+back. Every idiom is admitted on the loop: the aliases' markers, `get_session`, and
+dependency-injector's own `Provide[...]` markers, converted at startup by install() or at
+the first request by this middleware when it was added by hand.
+
+The close always completes: a cancellation of the request (a deadline over the app) does not
+reach it, one failed close does not skip the others, and a session whose connection is still
+busy (a task still running a statement on it) has that connection discarded, not leaked.
 """
 
 import asyncio
