@@ -3,7 +3,6 @@ each read replica (DATABASE_READ_URL): up, in recovery, how far behind."""
 
 from typing import Any
 
-import anyio.from_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.api.errors import answer
 from backend.container import Container, ProvideOnLoop
 from backend.db.errors import Verdict, classify
-from backend.db.health import probe, probe_async
+from backend.db.health import probe_async, probe_shared, prober
 from backend.db.replicas import ReadReplicas
 
 router = APIRouter(tags=["health"])
@@ -26,21 +25,24 @@ router = APIRouter(tags=["health"])
         504: {"description": "The database did not answer in time"},
     },
 )
-def database_health(
+async def database_health(
     request: Request,
     engine: Engine | AsyncEngine = Depends(ProvideOnLoop[Container.probed_engine]),
     replicas: ReadReplicas = Depends(ProvideOnLoop[Container.read_replicas]),
 ) -> JSONResponse:
+    # Async, with the sync probes on threads of their own: the route takes no worker from
+    # FastAPI's threadpool, so health checks cannot keep the session routes waiting.
     try:
         if isinstance(engine, AsyncEngine):  # its connections belong to the event loop
-            body: dict[str, Any] = dict(anyio.from_thread.run(probe_async, engine))
+            body: dict[str, Any] = dict(await probe_async(engine))
         else:
-            body = dict(probe(engine))
+            body = dict(await probe_shared(engine))
     except SQLAlchemyError as exc:
         # Whatever stops the probe is the database's state, never the route's bug.
         verdict = classify(exc) or Verdict("unavailable", 503, True, None)
         return answer(request.app, exc, verdict)
     if replicas:
-        # Each replica's own state (a replica down is not the primary down: 200 still).
-        body["replicas"] = replicas.probe()
+        # Each replica's own state (a replica down is not the primary down: 200 still), each
+        # waited for briefly: a replica that does not answer is reported from what is known.
+        body["replicas"] = await replicas.probe_bounded(prober())
     return JSONResponse(body)

@@ -1,7 +1,11 @@
 """Probe an engine: round-trip latency, TLS, server version, pool figures."""
 
+import asyncio
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from time import perf_counter
 from typing import TypedDict
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, QueuePool, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,6 +61,27 @@ def _healthy(engine: Engine, started: float, ssl: object, server_version: object
         "server_version": str(server_version),
         "pool": pool_status(engine),
     }
+
+
+# The health probes' own threads: a probe waits for a connect, so in FastAPI's threadpool a
+# burst of health checks (or one silent server) would hold the workers sync routes need.
+PROBE_THREADS = 8
+_running: WeakKeyDictionary[Engine, Future[DatabaseHealth]] = WeakKeyDictionary()
+
+
+@cache
+def prober() -> ThreadPoolExecutor:
+    # Made on first use, so importing this module starts no thread.
+    return ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="backend-health-probe")
+
+
+async def probe_shared(engine: Engine) -> DatabaseHealth:
+    """probe(engine) on the probes' own threads; calls made meanwhile share its answer."""
+    running = _running.get(engine)
+    if running is None or running.done():
+        running = _running[engine] = prober().submit(probe, engine)
+    # Shielded: a caller that gives up does not cancel the probe the others wait for.
+    return await asyncio.shield(asyncio.wrap_future(running))
 
 
 def connection_uses_tls(connection: Connection) -> bool:

@@ -24,12 +24,22 @@ Two rules break that cycle:
   the requests waiting for a connection can never hold every worker;
 - the close of a sync session (a ROLLBACK round trip) runs on a small executor of its own,
   neither on the event loop nor in FastAPI's threadpool.
+Admission is waited for no longer than the pool_timeout, and then answered 503 as a full pool
+is. A WebSocket gives its place back once accepted: its handler runs on the event loop, where
+a sync session neither holds a worker while it waits nor needs one to give its connection
+back. Every idiom is admitted on the loop: the aliases' markers, `get_session`, and
+dependency-injector's own `Provide[...]` markers, converted at startup by install() or at
+the first request by this middleware when it was added by hand.
+
+The close always completes: a cancellation of the request (a deadline over the app) does not
+reach it, one failed close does not skip the others, and a session whose connection is still
+busy (a task still running a statement on it) has that connection discarded, not leaked.
 """
 
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar, Token
 from functools import cache
@@ -38,7 +48,8 @@ from typing import Any, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, QueuePool
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -59,6 +70,7 @@ SESSION_OPTIONS: dict[str, Any] = {"expire_on_commit": False, "close_resets_only
 # A close waits for at most one round trip and never for a connection, so any bound avoids
 # the deadlock; this one drains closes faster than a pool of Neon's recommended size fills.
 CLOSE_THREADS = 16
+DEFAULT_POOL_TIMEOUT = 30.0  # SQLAlchemy's own default
 
 
 def make_session_maker(
@@ -74,6 +86,10 @@ def make_async_session_maker(
     return async_sessionmaker(
         engine, class_=AsyncSession, sync_session_class=sync_session_class, **SESSION_OPTIONS
     )
+
+
+class AdmissionTimeout(PoolTimeoutError):
+    """No admission to sync sessions within the pool_timeout: answered 503, as a full pool."""
 
 
 class OutsideRequestError(RuntimeError):
@@ -102,13 +118,23 @@ class RequestScope:
         self._admitted = False
 
     async def admit(self) -> None:
-        """Wait, on the event loop, until this request may use a sync session (once)."""
-        if self._gate is None or self._admitted:
+        """Wait, on the event loop, until this request may use a sync session (once).
+
+        The wait is bounded as a pool checkout is, by the pool_timeout, and ends as a full
+        pool does: AdmissionTimeout, a pool timeout, which the layer answers 503.
+        """
+        if self._gate is None or self._admitted or self._closed:
             return
-        await self._gate.acquire()
+        await acquire_admission(self._gate, self.container)
         if self._admitted:  # two tasks of one request got here at once: keep one place
             self._gate.release()
         self._admitted = True
+
+    def leave(self) -> None:
+        """Give this request's admission back (on the event loop): it needs no worker now."""
+        if self._admitted and self._gate is not None:
+            self._admitted = False
+            self._gate.release()
 
     def session(self, maker: Callable[[], S]) -> S:
         """This scope's session from `maker`, made now if it is the first ask."""
@@ -133,7 +159,7 @@ class RequestScope:
         sessions = self._take_sessions()
         for session in sessions:
             if not isinstance(session, AsyncSession):
-                session.close()
+                _close_or_invalidate(session)
         if any(isinstance(session, AsyncSession) for session in sessions):
             raise RuntimeError("an AsyncSession was opened: use `async with RequestScope()`")
 
@@ -144,16 +170,30 @@ class RequestScope:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._end()
+        sessions = self._take_sessions()
+        # Sessions with nothing to roll back close without I/O, so without an await.
+        busy = [session for session in sessions if not _closed_without_io(session)]
+        if not busy:
+            self.leave()
+            return
+        # A deadline over the app (a timeout middleware's anyio cancel scope, or a native
+        # task.cancel()) would otherwise cut the close at its first await: the session would
+        # keep its connection checked out, idle in transaction and holding its locks, until
+        # a garbage collection. So the close runs in a task of its own that a cancellation
+        # cannot reach, and this waits for it shielded from anyio's cancel scopes; a native
+        # cancel still ends the wait, never the close.
+        closing = asyncio.ensure_future(self._close_all(busy))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(closing)
+
+    async def _close_all(self, sessions: list[Any]) -> None:
         try:
-            for session in self._take_sessions():
-                try:
-                    await close_session(session)
-                except Exception:
-                    # The response is already sent; one failed close must not skip the others.
-                    logger.warning("closing a request's session failed", exc_info=True)
+            for session in sessions:
+                await close_or_invalidate(session)
         finally:
-            if self._admitted and self._gate is not None:
-                self._gate.release()  # its connection is back in the pool
+            self.leave()  # its connections are back in the pool, or discarded
 
     def _end(self) -> None:
         if self._token is not None:
@@ -165,6 +205,54 @@ class RequestScope:
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
         return sessions
+
+
+def admission_gate() -> asyncio.Semaphore:
+    """This event loop's admission gate: as many places as FastAPI's threadpool has workers.
+
+    One per loop, shared by every app on it, as the threadpool is (anyio's default limiter,
+    40; a TestClient runs each `with` in a new loop).
+    """
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        workers = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+        gate = _gates[loop] = asyncio.Semaphore(workers)
+    return gate
+
+
+_gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+async def acquire_admission(gate: asyncio.Semaphore, container: Any) -> None:
+    """A place at `gate`, waited for no longer than the pool_timeout of `container`'s pool.
+
+    Ends as a full pool does: AdmissionTimeout, a pool timeout, which the layer answers 503.
+    """
+    if not gate.locked():
+        await gate.acquire()  # free: no timer to set up
+        return
+    timeout = _pool_timeout(container)
+    try:
+        async with asyncio.timeout(timeout):
+            await gate.acquire()
+    except TimeoutError:
+        raise AdmissionTimeout(
+            f"no sync session within {timeout:g} s (the pool_timeout): as many requests as "
+            "FastAPI's threadpool has workers hold or await the pool's connections"
+        ) from None
+
+
+def _pool_timeout(container: Any) -> float:
+    # A request waits for admission no longer than it would wait for a connection. Without
+    # a container (the middleware added by hand), SQLAlchemy's default pool_timeout.
+    if container is None:
+        return DEFAULT_POOL_TIMEOUT
+    try:
+        pool = container.engine().pool
+    except Exception:  # an app with no sync engine configured: no sync session either
+        return DEFAULT_POOL_TIMEOUT
+    return float(pool.timeout()) if isinstance(pool, QueuePool) else DEFAULT_POOL_TIMEOUT
 
 
 _current: ContextVar[RequestScope | None] = ContextVar("backend_request_scope", default=None)
@@ -216,6 +304,104 @@ async def close_session(session: Session | AsyncSession) -> None:
         await asyncio.get_running_loop().run_in_executor(_closer(), session.close)
 
 
+async def close_or_invalidate(session: Session | AsyncSession) -> None:
+    """close_session(), or, when the close fails, the session's connections discarded.
+
+    A close fails when the connection is still busy: a task or thread that kept the
+    request's session runs a statement on it ("another operation is in progress"). The
+    session would then keep that connection checked out until a garbage collection, and a
+    full pool answers 503 meanwhile; discarded, the pool gets its slot back at once (and
+    the statement still running on it fails, as work that outlives its request should).
+    """
+    held = _connections_of(session)  # a failed close forgets its transaction: noted first
+    try:
+        await close_session(session)
+        return
+    except Exception:
+        logger.warning(
+            "closing a request's session failed: its connection is discarded", exc_info=True
+        )
+    if isinstance(session, AsyncSession):
+        # On the loop, outside SQLAlchemy's greenlet: the asyncpg adapter then terminates
+        # the connection (closes its transport) instead of asking asyncpg for a graceful
+        # close, which it refuses too while an operation is in progress.
+        _invalidate(held)
+    else:
+        await asyncio.get_running_loop().run_in_executor(_closer(), _invalidate, held)
+
+
+def _close_or_invalidate(session: Session) -> None:
+    """close_or_invalidate() for `with RequestScope():`, in the calling thread."""
+    held = _connections_of(session)
+    try:
+        session.close()
+    except Exception:
+        logger.warning(
+            "closing a request's session failed: its connection is discarded", exc_info=True
+        )
+        _invalidate(held)
+
+
+def _invalidate(connections: list[Connection]) -> None:
+    # Connection.invalidate() discards the DBAPI connection and checks its pool slot in.
+    for connection in connections:
+        try:
+            if not connection.closed and not connection.invalidated:
+                connection.invalidate()
+        except Exception:
+            logger.warning("discarding a request session's connection failed", exc_info=True)
+
+
+def _connections_of(session: Session | AsyncSession) -> list[Connection]:
+    # The connections a session's transaction holds, one per bind: SessionTransaction keeps
+    # them in `_connections` (bind → (connection, transaction, should_commit, autoclose)),
+    # and SQLAlchemy has no public accessor for them all. Read defensively: should that
+    # change, a failed close logs as before and the connection waits for the collector.
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    transaction = sync.get_transaction()
+    held = getattr(transaction, "_connections", None)
+    if not isinstance(held, dict):
+        return []
+    return [entry[0] for entry in held.values() if isinstance(entry[0], Connection)]
+
+
+def _closed_without_io(session: Session | AsyncSession) -> bool:
+    """Close `session` now if that needs no round trip (no transaction); else False."""
+    if session.in_transaction():
+        return False
+    try:
+        (session.sync_session if isinstance(session, AsyncSession) else session).close()
+    except Exception:
+        logger.warning("closing a request's session failed", exc_info=True)
+    return True
+
+
+# The closes under way, each a task that a cancellation of its request does not reach: kept
+# here so that nothing collects a task the request stopped waiting for.
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _leaving_when_accepted(request: RequestScope, send: Send) -> Send:
+    """A WebSocket holds its admission only until it is accepted (or refused).
+
+    Admission keeps the requests that may wait for a connection from holding every worker
+    of FastAPI's threadpool while the requests holding connections need one to finish. A
+    WebSocket uses the threadpool before it is accepted, for its sync dependencies; its
+    handler then runs on the event loop, where a sync session neither holds a worker while
+    it waits for a connection nor needs one to give it back. An open WebSocket holding its
+    slot would only starve the HTTP requests (40 idle ones held every slot, for ever).
+    """
+
+    async def send_leaving(message: MutableMapping[str, Any]) -> None:
+        if message["type"] in ("websocket.accept", "websocket.close") or message["type"].startswith(
+            "websocket.http.response"
+        ):
+            request.leave()
+        await send(message)
+
+    return send_leaving
+
+
 @cache
 def _closer() -> ThreadPoolExecutor:
     # Made on first use, so importing this module starts no thread.
@@ -233,24 +419,29 @@ class RequestScopeMiddleware:
         self.app = app
         # The app's container, chosen when the layer was installed; None: `app.state`'s.
         self.container = container
-        # One admission gate per event loop (a TestClient runs each `with` in a new loop).
-        self._gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            WeakKeyDictionary()
-        )
+        self._converted: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        container = self.container or getattr(scope["app"].state, "container", None)
-        async with RequestScope(self._gate(), container):
+        app = scope["app"]
+        self._markers_on_the_loop(app)
+        container = self.container or getattr(app.state, "container", None)
+        async with RequestScope(admission_gate(), container) as request:
+            if scope["type"] == "websocket":
+                send = _leaving_when_accepted(request, send)
             await self.app(scope, receive, send)
 
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            # As many as FastAPI's threadpool has workers (anyio's default limiter, 40).
-            workers = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-            gate = self._gates[loop] = asyncio.Semaphore(workers)
-        return gate
+    def _markers_on_the_loop(self, app: Any) -> None:
+        # install() converts the routes' dependency-injector markers at startup; an app that
+        # added this middleware by hand has them converted here, at its first request (and
+        # again if routes were added since), so that `Depends(Provide[Container.session])`
+        # is admitted there too rather than resolved unadmitted in the threadpool.
+        routes = len(getattr(app, "routes", ()))
+        if self._converted.get(app) == routes:
+            return
+        from backend.wiring import resolve_markers_on_the_loop  # imports this module
+
+        resolve_markers_on_the_loop(app)
+        self._converted[app] = routes

@@ -11,6 +11,7 @@ connection.
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import anyio
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -20,7 +21,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from backend.container import Container
-from backend.db.scope import RequestScope, close_session, current_scope
+from backend.db.scope import (
+    RequestScope,
+    acquire_admission,
+    admission_gate,
+    close_or_invalidate,
+    current_scope,
+)
 
 _default: list[Container] = []  # at most one: the container module-level names resolve from
 
@@ -63,11 +70,20 @@ async def get_session(connection: HTTPConnection) -> AsyncIterator[Session]:
         await scope.admit()
         yield container.session()
         return
-    session: Session = container.session_maker()()
+    # Admitted as the layer's request sessions are (backend/db/scope.py): FastAPI still
+    # needs its threadpool after a sync route, so unadmitted requests waiting for a
+    # connection could hold every worker the requests holding connections need.
+    gate = admission_gate()
+    await acquire_admission(gate, container)
     try:
-        yield session
+        session: Session = container.session_maker()()
+        try:
+            yield session
+        finally:
+            with anyio.CancelScope(shield=True):  # a deadline over the app must not skip it
+                await close_or_invalidate(session)
     finally:
-        await close_session(session)
+        gate.release()
 
 
 async def get_async_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
@@ -81,7 +97,8 @@ async def get_async_session(connection: HTTPConnection) -> AsyncIterator[AsyncSe
     try:
         yield session
     finally:
-        await close_session(session)
+        with anyio.CancelScope(shield=True):  # a deadline over the app must not skip it
+            await close_or_invalidate(session)
 
 
 def database_url() -> URL:

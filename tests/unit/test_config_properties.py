@@ -4,6 +4,7 @@ message, repr, log or health body holds a secret (the URL's password, `?password
 `?sslpassword=`, PGPASSWORD); and no driver may send plaintext to an address that is not local,
 whether it is named by the URL's host, a host list, hostaddr, or PGHOST/PGHOSTADDR."""
 
+import asyncio
 import logging
 import os
 import re
@@ -307,7 +308,7 @@ def test_health_never_shows_the_password(
         except ConfigurationError:
             return
         request = Request({"type": "http", "app": FastAPI()})
-        response = database_health(request, engine=engine)
+        response = asyncio.run(database_health(request, engine=engine))
         engine.dispose()
     assert response.status_code == 503
     assert_hidden(secrets, bytes(response.body).decode())
