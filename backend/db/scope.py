@@ -353,16 +353,15 @@ def _invalidate(connections: list[Connection]) -> None:
 
 
 def _connections_of(session: Session | AsyncSession) -> list[Connection]:
-    # The connections a session's transaction holds, one per bind: SessionTransaction keeps
-    # them in `_connections` (bind → (connection, transaction, should_commit, autoclose)),
-    # and SQLAlchemy has no public accessor for them all. Read defensively: should that
-    # change, a failed close logs as before and the connection waits for the collector.
+    # The connection the session's transaction holds (each of the layer's sessions has one
+    # bind): Session.connection() hands back the one already checked out, with no I/O.
     sync = session.sync_session if isinstance(session, AsyncSession) else session
-    transaction = sync.get_transaction()
-    held = getattr(transaction, "_connections", None)
-    if not isinstance(held, dict):
+    if not sync.in_transaction():
         return []
-    return [entry[0] for entry in held.values() if isinstance(entry[0], Connection)]
+    try:
+        return [sync.connection()]
+    except Exception:  # a session another task is using mid-operation: nothing to note
+        return []
 
 
 def _closed_without_io(session: Session | AsyncSession) -> bool:
