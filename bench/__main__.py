@@ -424,7 +424,7 @@ def main() -> None:
             database.front.latency = 0
             table = scaling(database, args.seconds)
             print_scaling(table, 30_000)
-            print(plot_scaling(table, ROOT / "bench" / "scaling.png"))
+            print(plot_scaling(table, ROOT / "docs" / "img" / "scaling.png"))
 
     def rps(c: int, route: str) -> float | None:
         return results[c][route].requests_per_second if c in results else None

@@ -1,5 +1,5 @@
 """`python -m bench.isolation`: what per-test isolation costs, by mode, and the sample suite's
-wall time (the figures in README's "Testing your app").
+wall time (the figures in docs/performance.md).
 
 Per test, in one run, interleaved (transaction, database, naive, transaction, …) so that a
 noisy machine weighs on every mode alike:

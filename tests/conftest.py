@@ -26,8 +26,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     session_module.forget_default_container()
 
 
-# The suite runs on backend.testing's plugin, as a user's suite does (README, "Testing your
-# app"); these names are the suite's own for its fixtures.
+# The suite runs on backend.testing's plugin, as a user's suite does (docs/testing.md); these
+# names are the suite's own for its fixtures.
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Registered through the `pytest11` entry point, as pytest-django is: installing the package
 enables it, with no `pytest_plugins` line (`-p no:backend` disables it). It starts nothing and
-imports nothing heavy until a test asks for one of its fixtures. README, "Testing your app",
+imports nothing heavy until a test asks for one of its fixtures. docs/testing.md
 documents each fixture.
 """
 

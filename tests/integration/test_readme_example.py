@@ -1,4 +1,4 @@
-"""The README's override example, run as it is printed there (test_readme checks it is)."""
+"""docs/testing.md's override example, run as it is printed there (test_readme checks it is)."""
 
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL

@@ -1,7 +1,7 @@
 """Tried as a new user would: backend's wheel (not -e) in a fresh venv outside the repository,
 used by a separate package (examples/heroes) with its own table, routes and tests, following
-only the README: serve it on the embedded database, reach that database from another process,
-run the package's own tests."""
+only the README and docs/: serve it on the embedded database, reach that database from another
+process, run the package's own tests."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""examples/heroes, a separate package, runs its tests on the plugin as the README shows."""
+"""examples/heroes, a separate package, runs its tests on the plugin as docs/testing.md shows."""
 
 import shutil
 
@@ -20,7 +20,7 @@ def test_the_example_packages_tests_pass(
     run(pytester, *workers).assert_outcomes(passed=5)
 
 
-def test_the_readme_shows_the_examples_tests() -> None:
-    readme = (project_root() / "README.md").read_text()
+def test_the_testing_page_shows_the_examples_tests() -> None:
+    page = (project_root() / "docs/testing.md").read_text()
     tests = (project_root() / "examples/heroes/tests/test_heroes.py").read_text()
-    assert tests.split('"""', 2)[2].strip() in readme
+    assert tests.split('"""', 2)[2].strip() in page

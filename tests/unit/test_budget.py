@@ -1,5 +1,5 @@
 """The connection budget: the read engines' own pools, capped apart, and how a deployment's
-connections are counted (what `python -m backend check` and the README say)."""
+connections are counted (what `python -m backend check` and docs/operations.md say)."""
 
 from typing import Any
 

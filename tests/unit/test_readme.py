@@ -1,13 +1,14 @@
-"""The README says what a newcomer sees: its example is a test of this suite."""
+"""The README and the manual say what a newcomer sees: their examples and commands are this
+suite's (the override example is on docs/testing.md, the two commands in README.md)."""
 
 from tests.conftest import project_root
 
 
-def test_the_readme_shows_the_override_example_verbatim() -> None:
-    readme = (project_root() / "README.md").read_text()
+def test_the_testing_page_shows_the_override_example_verbatim() -> None:
+    page = (project_root() / "docs/testing.md").read_text()
     example = (project_root() / "tests/integration/test_readme_example.py").read_text()
     body = example.split('"""', 2)[2].strip()  # without the docstring
-    assert body in readme
+    assert body in page
 
 
 def test_the_readme_commands_are_the_ones_ci_runs() -> None:

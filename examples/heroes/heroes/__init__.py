@@ -1,1 +1,1 @@
-"""An example service on `backend`: what the README's "Your own app" describes, whole."""
+"""An example service on `backend`: what docs/sessions.md's "Your own app" describes, whole."""
