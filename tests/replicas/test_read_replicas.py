@@ -4,6 +4,7 @@ Each route answers where its statement ran: `pg_is_in_recovery()` (true only on 
 `inet_server_port()` (which server). Every behaviour runs on a sync and an async route.
 """
 
+import re
 import sys
 import threading
 import time
@@ -351,7 +352,11 @@ def test_a_stopped_standby_sends_reads_to_the_primary_and_they_return_when_it_is
     assert len(failed) <= 1, failed
     assert all(status == 503 and retry == "1" for status, _, retry in failed), failed
     assert down["status"] == "unavailable", down
-    assert "Connection refused" in down["error"], down
+    # Why, as the replica's state last heard it: the refused connect, or the read that was cut
+    # when the standby stopped (/health/db answers from that state until its retry is due).
+    assert re.search(
+        r"Connection refused|Connect call failed|terminating connection", down["error"]
+    ), down
     answered_by = {body["port"] for _, status, body, _ in reader.answers if status == 200}
     assert answered_by == {standby.port, cluster.primary.port}
 
