@@ -171,9 +171,10 @@ class TimedQueuePool(QueuePool):
     _queue_class = _TimedQueue  # type: ignore[assignment]
     host = "-"  # its engine's, set by the engine: which server's pool ran out
 
-    def __init__(self, *args: Any, wait_warning: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pool.waits = PoolWaits(wait_warning)  # type: ignore[attr-defined]
+        # Its warn_after is set by the engine, from DATABASE_POOL_WAIT_WARNING.
+        self._pool.waits = PoolWaits(warn_after=1.0)  # type: ignore[attr-defined]
 
     def connect(self) -> PoolProxiedConnection:
         try:

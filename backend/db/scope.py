@@ -2,8 +2,8 @@
 
 Why a scope of our own, and why an ASGI middleware carries it:
 - dependency-injector's `Closing` ends a resource when the *function* that declared it returns,
-  so a sub-dependency, a service or a streaming body got another session, or a closed one
-  (issue 8); a `ContextLocalResource` has no notion of "the request".
+  so a sub-dependency, a service or a streaming body would get another session, or a closed
+  one; a `ContextLocalResource` has no notion of "the request".
 - FastAPI's own per-request cache and `yield` teardown reach only `Depends(...)` callables,
   not services that providers build on `Container.session`.
 - A middleware wraps the whole request: the route, every dependency, the response body and

@@ -1,4 +1,4 @@
-"""The seed's surface: `get_session()`, `engine`, `session_maker` and their async twins.
+"""`get_session()`, `engine`, `session_maker` and their async twins: the plain surface.
 
 `get_session` resolves from the request's app container where the layer is installed, else
 from the default container; the module-level names always from the default container: a
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -99,12 +98,6 @@ async def get_async_session(connection: HTTPConnection) -> AsyncIterator[AsyncSe
     finally:
         with anyio.CancelScope(shield=True):  # a deadline over the app must not skip it
             await close_or_invalidate(session)
-
-
-def database_url() -> URL:
-    """DATABASE_URL as the engine uses it (its repr hides the password)."""
-    url: URL = get_engine().url
-    return url
 
 
 def get_engine() -> Engine:

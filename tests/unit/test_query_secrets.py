@@ -1,7 +1,7 @@
 """Secrets given as query parameters: hidden wherever a URL is shown, still given to the drivers.
 
 Issue 9, item 4: `?password=` and `?sslpassword=` were shown by repr(settings), repr(engine) and
-database_url(); SQLAlchemy masks only the password in the URL's own place.
+engine.url; SQLAlchemy masks only the password in the URL's own place.
 """
 
 import logging
@@ -31,8 +31,8 @@ def shown(monkeypatch: pytest.MonkeyPatch, url: str, caplog: pytest.LogCaptureFi
         repr(engine.url),
         repr(async_engine),
         str(async_engine.url),
-        repr(session.database_url()),
-        str(session.database_url()),
+        repr(session.engine.url),
+        str(session.engine.url),
         caplog.text,
     ]
     return "\n".join(texts)
