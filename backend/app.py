@@ -20,7 +20,7 @@ from backend import api
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
 from backend.container import Container
-from backend.db.budget import pool_sizes
+from backend.db.pool import pool_sizes
 from backend.db.rules import check_rules
 from backend.db.scope import RequestScopeMiddleware
 from backend.db.session import default_container, use_container

@@ -129,7 +129,7 @@ class DatabaseSettings(BaseModel):
     secrets: Mapping[str, SecretStr] = Field(default_factory=dict)
     # Where each libpq parameter of `url` came from, when not from DATABASE_URL: {"host": "PGHOST"}.
     origins: Mapping[str, str] = Field(default_factory=dict, repr=False)
-    # The read engines' pools (backend.db.budget); None: the same as the write pool's.
+    # The read engines' pools (backend.db.pool.pool_sizes); None: the same as the write pool's.
     read_pool_size: int | None = Field(None, ge=1, description="an integer >= 1, or empty")
     read_max_overflow: int | None = Field(None, ge=0, description="an integer >= 0, or empty")
 

@@ -15,8 +15,8 @@ from dependency_injector import providers
 
 from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
 from backend.container import Container
-from backend.db.budget import ENGINES
 from backend.doctor import Options, Report, Step, run_checks
+from backend.doctor.budget import ENGINES
 from backend.doctor.report import as_line
 from backend.settings import ConfigurationError, DatabaseSettings
 

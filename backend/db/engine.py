@@ -9,11 +9,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db.budget import pool_sizes
 from backend.db.connect import retry_connects
 from backend.db.errors import label
 from backend.db.ping import ping_when_idle
-from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool
+from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool, pool_sizes
 from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.db.timeouts import (
     bound_asyncpg_waits,
@@ -92,7 +91,7 @@ def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = Fals
 def _engine_options(
     settings: DatabaseSettings, read_only: bool = False, *, is_async: bool = False
 ) -> dict[str, Any]:
-    # A read engine's pool may be capped apart (DATABASE_READ_POOL_SIZE): backend.db.budget.
+    # A read engine's pool may be capped apart (DATABASE_READ_POOL_SIZE): pool_sizes().
     pool_size, max_overflow = pool_sizes(settings, read_only)
     return {
         # QueuePool, with its waits for a free connection counted (/health/db, a warning).

@@ -19,6 +19,7 @@ from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Queue
 
 from backend.db.errors import label
 from backend.db.greenlet import await_
+from backend.settings import DatabaseSettings
 
 # Private SQLAlchemy internals, for want of a public hook into how a checkout waits: a pool
 # builds its queue from the class attribute `_queue_class` and keeps it as `_pool`; the queues
@@ -34,6 +35,17 @@ logging.getLogger(__name__).setLevel(logging.WARNING)
 T = TypeVar("T")
 WINDOW = 60.0  # seconds over which "the slowest recent wait" is kept
 WARN_EVERY = 10.0  # at most one warning per pool this often: a busy pool would flood the log
+
+
+def pool_sizes(settings: DatabaseSettings, read_only: bool) -> tuple[int, int]:
+    """(pool_size, max_overflow) of a write or a read engine's pool."""
+    if not read_only:
+        return settings.pool_size, settings.max_overflow
+    size = settings.pool_size if settings.read_pool_size is None else settings.read_pool_size
+    overflow = (
+        settings.max_overflow if settings.read_max_overflow is None else settings.read_max_overflow
+    )
+    return size, overflow
 
 
 class PoolWaits:

@@ -22,11 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.container import Container
-from backend.db.budget import ENGINES, connection_budget
 from backend.db.rules import check_rules
 from backend.db.tls import effective_sslmode
 from backend.db.url import is_pooler, target_of
 from backend.doctor import network, server
+from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed
 from backend.settings import DatabaseSettings, MissingDriver
 

@@ -9,6 +9,7 @@ connection only when a request needs one: an app that only takes SessionDep open
 
 from dataclasses import dataclass
 
+from backend.db.pool import pool_sizes
 from backend.settings import DatabaseSettings
 
 # The container's engines, by provider name, and whether each is a read engine.
@@ -18,17 +19,6 @@ ENGINES: dict[str, bool] = {
     "read_engine": True,
     "async_read_engine": True,
 }
-
-
-def pool_sizes(settings: DatabaseSettings, read_only: bool) -> tuple[int, int]:
-    """(pool_size, max_overflow) of a write or a read engine's pool."""
-    if not read_only:
-        return settings.pool_size, settings.max_overflow
-    size = settings.pool_size if settings.read_pool_size is None else settings.read_pool_size
-    overflow = (
-        settings.max_overflow if settings.read_max_overflow is None else settings.read_max_overflow
-    )
-    return size, overflow
 
 
 @dataclass(frozen=True)
