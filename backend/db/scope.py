@@ -19,11 +19,11 @@ background tasks run there too). If every worker were a route waiting for a conn
 the requests holding the connections would wait for a worker forever: the tutorial
 pattern's deadlock, measured here as 121 of 256 requests answered 503 after pool_timeout.
 Two rules break that cycle:
-- admission: a request that may use a sync session is admitted on the event loop, before
-  its first threadpool call, and no more are admitted than the threadpool has workers; so
-  the requests waiting for a connection can never hold every worker;
+- admission (backend/db/admission.py): a request that may use a sync session is admitted on
+  the event loop, before its first threadpool call, and no more are admitted than the
+  threadpool has workers; so the requests waiting for a connection can never hold every worker;
 - the close of a sync session (a ROLLBACK round trip) runs on a small executor of its own,
-  neither on the event loop nor in FastAPI's threadpool.
+  neither on the event loop nor in FastAPI's threadpool (backend/db/closing.py).
 Admission is waited for no longer than the pool_timeout, and then answered 503 as a full pool
 is. A WebSocket gives its place back once accepted: its handler runs on the event loop, where
 a sync session neither holds a worker while it waits nor needs one to give its connection
@@ -40,21 +40,21 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar, Token
-from functools import cache
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, QueuePool
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from backend.db.admission import acquire_admission, admission_gate
+from backend.db.closing import close_or_invalidate, close_or_invalidate_now, closed_without_io
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,6 @@ S = TypeVar("S", Session, AsyncSession)
 # - close_resets_only=False: a session used after its request ended raises instead of
 #   silently opening a new connection that nothing returns (SQLAlchemy 2.0.22+).
 SESSION_OPTIONS: dict[str, Any] = {"expire_on_commit": False, "close_resets_only": False}
-
-# A close waits for at most one round trip and never for a connection, so any bound avoids
-# the deadlock; this one drains closes faster than a pool of Neon's recommended size fills.
-CLOSE_THREADS = 16
-DEFAULT_POOL_TIMEOUT = 30.0  # SQLAlchemy's own default
 
 
 def make_session_maker(
@@ -86,10 +81,6 @@ def make_async_session_maker(
     return async_sessionmaker(
         engine, class_=AsyncSession, sync_session_class=sync_session_class, **SESSION_OPTIONS
     )
-
-
-class AdmissionTimeout(PoolTimeoutError):
-    """No admission to sync sessions within the pool_timeout: answered 503, as a full pool."""
 
 
 class OutsideRequestError(RuntimeError):
@@ -159,7 +150,7 @@ class RequestScope:
         sessions = self._take_sessions()
         for session in sessions:
             if not isinstance(session, AsyncSession):
-                _close_or_invalidate(session)
+                close_or_invalidate_now(session)
         if any(isinstance(session, AsyncSession) for session in sessions):
             raise RuntimeError("an AsyncSession was opened: use `async with RequestScope()`")
 
@@ -172,7 +163,7 @@ class RequestScope:
         self._end()
         sessions = self._take_sessions()
         # Sessions with nothing to roll back close without I/O, so without an await.
-        busy = [session for session in sessions if not _closed_without_io(session)]
+        busy = [session for session in sessions if not closed_without_io(session)]
         if not busy:
             self.leave()
             return
@@ -207,54 +198,6 @@ class RequestScope:
         return sessions
 
 
-def admission_gate() -> asyncio.Semaphore:
-    """This event loop's admission gate: as many places as FastAPI's threadpool has workers.
-
-    One per loop, shared by every app on it, as the threadpool is (anyio's default limiter,
-    40; a TestClient runs each `with` in a new loop).
-    """
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        workers = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-        gate = _gates[loop] = asyncio.Semaphore(workers)
-    return gate
-
-
-_gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
-
-
-async def acquire_admission(gate: asyncio.Semaphore, container: Any) -> None:
-    """A place at `gate`, waited for no longer than the pool_timeout of `container`'s pool.
-
-    Ends as a full pool does: AdmissionTimeout, a pool timeout, which the layer answers 503.
-    """
-    if not gate.locked():
-        await gate.acquire()  # free: no timer to set up
-        return
-    timeout = _pool_timeout(container)
-    try:
-        async with asyncio.timeout(timeout):
-            await gate.acquire()
-    except TimeoutError:
-        raise AdmissionTimeout(
-            f"no sync session within {timeout:g} s (the pool_timeout): as many requests as "
-            "FastAPI's threadpool has workers hold or await the pool's connections"
-        ) from None
-
-
-def _pool_timeout(container: Any) -> float:
-    # A request waits for admission no longer than it would wait for a connection. Without
-    # a container (the middleware added by hand), SQLAlchemy's default pool_timeout.
-    if container is None:
-        return DEFAULT_POOL_TIMEOUT
-    try:
-        pool = container.engine().pool
-    except Exception:  # an app with no sync engine configured: no sync session either
-        return DEFAULT_POOL_TIMEOUT
-    return float(pool.timeout()) if isinstance(pool, QueuePool) else DEFAULT_POOL_TIMEOUT
-
-
 _current: ContextVar[RequestScope | None] = ContextVar("backend_request_scope", default=None)
 
 
@@ -287,94 +230,6 @@ def _current_scope() -> RequestScope:
     return scope
 
 
-async def close_session(session: Session | AsyncSession) -> None:
-    """Close a session without blocking the event loop (and without FastAPI's threadpool)."""
-    if isinstance(session, AsyncSession):
-        if session.in_transaction():
-            await session.close()  # a ROLLBACK: on the loop, asyncpg's I/O is async
-        else:
-            # Nothing to roll back, so no I/O: close the sync session underneath directly,
-            # without AsyncSession.close()'s greenlet round trip (a third of the async
-            # path's per-request cost when the session ran nothing, profiled in bench).
-            session.sync_session.close()
-    elif not session.in_transaction():
-        session.close()  # nothing to roll back: no I/O
-    else:
-        # ROLLBACK is a round trip: off the event loop, and off FastAPI's threadpool.
-        await asyncio.get_running_loop().run_in_executor(_closer(), session.close)
-
-
-async def close_or_invalidate(session: Session | AsyncSession) -> None:
-    """close_session(), or, when the close fails, the session's connections discarded.
-
-    A close fails when the connection is still busy: a task or thread that kept the
-    request's session runs a statement on it ("another operation is in progress"). The
-    session would then keep that connection checked out until a garbage collection, and a
-    full pool answers 503 meanwhile; discarded, the pool gets its slot back at once (and
-    the statement still running on it fails, as work that outlives its request should).
-    """
-    held = _connections_of(session)  # a failed close forgets its transaction: noted first
-    try:
-        await close_session(session)
-        return
-    except Exception:
-        logger.warning(
-            "closing a request's session failed: its connection is discarded", exc_info=True
-        )
-    if isinstance(session, AsyncSession):
-        # On the loop, outside SQLAlchemy's greenlet: the asyncpg adapter then terminates
-        # the connection (closes its transport) instead of asking asyncpg for a graceful
-        # close, which it refuses too while an operation is in progress.
-        _invalidate(held)
-    else:
-        await asyncio.get_running_loop().run_in_executor(_closer(), _invalidate, held)
-
-
-def _close_or_invalidate(session: Session) -> None:
-    """close_or_invalidate() for `with RequestScope():`, in the calling thread."""
-    held = _connections_of(session)
-    try:
-        session.close()
-    except Exception:
-        logger.warning(
-            "closing a request's session failed: its connection is discarded", exc_info=True
-        )
-        _invalidate(held)
-
-
-def _invalidate(connections: list[Connection]) -> None:
-    # Connection.invalidate() discards the DBAPI connection and checks its pool slot in.
-    for connection in connections:
-        try:
-            if not connection.closed and not connection.invalidated:
-                connection.invalidate()
-        except Exception:
-            logger.warning("discarding a request session's connection failed", exc_info=True)
-
-
-def _connections_of(session: Session | AsyncSession) -> list[Connection]:
-    # The connection the session's transaction holds (each of the layer's sessions has one
-    # bind): Session.connection() hands back the one already checked out, with no I/O.
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    if not sync.in_transaction():
-        return []
-    try:
-        return [sync.connection()]
-    except Exception:  # a session another task is using mid-operation: nothing to note
-        return []
-
-
-def _closed_without_io(session: Session | AsyncSession) -> bool:
-    """Close `session` now if that needs no round trip (no transaction); else False."""
-    if session.in_transaction():
-        return False
-    try:
-        (session.sync_session if isinstance(session, AsyncSession) else session).close()
-    except Exception:
-        logger.warning("closing a request's session failed", exc_info=True)
-    return True
-
-
 # The closes under way, each a task that a cancellation of its request does not reach: kept
 # here so that nothing collects a task the request stopped waiting for.
 _closing: set[asyncio.Future[None]] = set()
@@ -399,12 +254,6 @@ def _leaving_when_accepted(request: RequestScope, send: Send) -> Send:
         await send(message)
 
     return send_leaving
-
-
-@cache
-def _closer() -> ThreadPoolExecutor:
-    # Made on first use, so importing this module starts no thread.
-    return ThreadPoolExecutor(CLOSE_THREADS, thread_name_prefix="backend-session-close")
 
 
 class RequestScopeMiddleware:

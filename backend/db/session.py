@@ -20,13 +20,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from backend.container import Container
-from backend.db.scope import (
-    RequestScope,
-    acquire_admission,
-    admission_gate,
-    close_or_invalidate,
-    current_scope,
-)
+from backend.db.admission import acquire_admission, admission_gate
+from backend.db.closing import close_or_invalidate
+from backend.db.scope import RequestScope, current_scope
 
 _default: list[Container] = []  # at most one: the container module-level names resolve from
 
