@@ -6,7 +6,7 @@ import sys
 
 from backend.cli import CommandError, add_data_dir, data_folder
 from backend.embedded import recorded_url, running_elsewhere
-from backend.embedded_files import check_folder
+from backend.embedded.files import check_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ with its stdin the read end of a pipe only the starting process holds, which tel
 at a time, what to clear should that process die first:
 
     kill PID MARKER     a process to end (PgBouncer), if its command line still holds MARKER
-    wait DATA_DIR       a PostgreSQL whose own watch (backend/embedded_watch.py) stops it:
+    wait DATA_DIR       a PostgreSQL whose own watch (backend/embedded/watch.py) stops it:
                         wait for it to be gone before removing its folder
     remove FOLDER       a folder to remove
     stopped             the run ended normally and cleared everything itself

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
-from backend.embedded_files import read_as_owner
+from backend.embedded.files import read_as_owner
 from backend.testing.postgres import Certificates, SuiteDatabase, choose_bindir
 from tests.conftest import project_root
 

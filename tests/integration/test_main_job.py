@@ -318,7 +318,7 @@ def test_a_server_whose_starter_and_watch_were_killed_is_stopped_by_the_next_sta
         assert owner.stdout is not None
         port = int(owner.stdout.readline())
         (watch,) = [
-            pid for pid, command in processes_of(data_dir).items() if "embedded_watch" in command
+            pid for pid, command in processes_of(data_dir).items() if "embedded/watch.py" in command
         ]
         os.kill(watch, signal.SIGKILL)  # the watch first: it would stop the server otherwise
         owner.kill()

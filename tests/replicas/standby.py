@@ -5,7 +5,7 @@
                      streaming from the primary over TLS
 
 Built with backend.embedded's PostgresServer, so as root every server, and pg_basebackup, run
-as `nobody`, and every file in their folders is written as `nobody` (embedded_files.py).
+as `nobody`, and every file in their folders is written as `nobody` (backend/embedded/files.py).
 """
 
 import os
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
-from backend.embedded_files import claim_folder, read_as_owner, run_as_owner, write_as_owner
+from backend.embedded.files import claim_folder, read_as_owner, run_as_owner, write_as_owner
 from backend.testing.postgres import FRONT_SOURCE, Certificates, choose_bindir
 
 # As the suite's server (backend/testing/postgres.py): a crashed server keeps what it wrote.

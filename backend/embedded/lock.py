@@ -1,7 +1,7 @@
 """One process at a time runs the embedded server of a folder, and no other stops it.
 
 PostgresServer.start() takes an exclusive flock(2) on the server's folder and holds it until
-stop(); its watch process (embedded_watch.py) inherits it. So the lock is free only when both
+stop(); its watch process (watch.py) inherits it. So the lock is free only when both
 the process that started the server and its watch have ended, and then:
 
 - a start that finds it held by a live process refuses (`Locked`): another instance runs the
@@ -12,7 +12,7 @@ the process that started the server and its watch have ended, and then:
   (its starter and its watch were both killed) and stops it.
 
 Why the folder and not a lock file in it: as root, the folder is `nobody`'s
-(embedded_files.py), and a lock file in it could be swapped by `nobody` for a link that has
+(files.py), and a lock file in it could be swapped by `nobody` for a link that has
 root create, or open, whatever it points at. The folder itself is opened read-only without
 following a link, and nothing is created or written for the lock. flock on a folder is
 supported on Linux and the BSDs (macOS); PostgreSQL itself uses no flock there.
@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from backend.embedded_files import read_as_owner, write_as_owner
+from backend.embedded.files import read_as_owner, write_as_owner
 
 __all__ = ["Locked", "held", "holder", "release", "take"]
 

