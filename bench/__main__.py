@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
 from backend.embedded import free_port
-from backend.testing.postgres import SuiteDatabase, session_database
+from backend.testing.postgres import TestServer, run_test_server
 from bench.app import LARGE_POOL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def print_http_table(title: str, results: dict[str, Run], baseline: str = "/base
         )
 
 
-def round_trips(database: SuiteDatabase, name: str) -> dict[str, float]:
+def round_trips(database: TestServer, name: str) -> dict[str, float]:
     """Client-to-server flights per warm request, counted at the TLS front."""
     assert database.front is not None
     os.environ["DATABASE_URL"] = database.url(name, "front").render_as_string(hide_password=False)
@@ -296,7 +296,7 @@ THROUGHPUT_ROUTES = [
 ]  # fmt: skip
 
 
-def scaling(database: SuiteDatabase, seconds: int) -> dict[str, dict[int, Run]]:
+def scaling(database: TestServer, seconds: int) -> dict[str, dict[int, Run]]:
     """req/s, p99 and the longest wait of SessionDep and AsyncSessionDep at each load, on the
     default pool of 10 (5 + 5 overflow)."""
     table: dict[str, dict[int, Run]] = {"/sync": {}, "/async": {}}
@@ -371,7 +371,7 @@ def main() -> None:
     print_overhead(costs)
     print(profile)
 
-    with tempfile.TemporaryDirectory() as work, session_database(Path(work)) as database:
+    with tempfile.TemporaryDirectory() as work, run_test_server(Path(work)) as database:
         admin = sa.create_engine(database.admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.exec_driver_sql("CREATE DATABASE bench")

@@ -35,7 +35,7 @@ from sqlmodel import SQLModel, select
 
 from backend.container import Container
 from backend.testing.databases import Databases, TestDatabase
-from backend.testing.postgres import SuiteDatabase, session_database
+from backend.testing.postgres import TestServer, run_test_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "store"
@@ -71,7 +71,7 @@ def body(container: Container, row: Callable[[str], SQLModel], name: str) -> Non
 class Isolation:
     """One mode's setup and teardown around a test, on `databases`."""
 
-    def __init__(self, mode: str, server: SuiteDatabase, databases: Databases) -> None:
+    def __init__(self, mode: str, server: TestServer, databases: Databases) -> None:
         self.mode = mode
         self.server = server
         self.databases = databases
@@ -121,7 +121,7 @@ def measure(iterations: int, block: int = 10) -> tuple[dict[str, Timings], list[
 
     timings = {mode: Timings() for mode in MODES}
     clone_and_drop = []
-    with tempfile.TemporaryDirectory() as work, session_database(Path(work)) as server:
+    with tempfile.TemporaryDirectory() as work, run_test_server(Path(work)) as server:
         databases = Databases(server, "bench")
         try:
             modes = [Isolation(mode, server, databases) for mode in MODES]

@@ -13,7 +13,7 @@ from backend.container import Container
 from backend.db import session as session_module
 from backend.main import create_app
 from backend.testing.databases import TestDatabase
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +31,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres(backend_server: SuiteDatabase) -> SuiteDatabase:
+def postgres(backend_server: TestServer) -> TestServer:
     """The run's server, its TLS front and its PgBouncer (backend_server)."""
     return backend_server
 
 
 @pytest.fixture(scope="session")
-def admin_engine(postgres: SuiteDatabase) -> Iterator[sa.Engine]:
+def admin_engine(postgres: TestServer) -> Iterator[sa.Engine]:
     # Pre-ping: the fault suite restarts the server under this engine.
     engine = sa.create_engine(
         postgres.url("postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
@@ -54,13 +54,13 @@ def database_name(backend_transactional_db: TestDatabase) -> str:
 
 
 @pytest.fixture
-def database_url(postgres: SuiteDatabase, database_name: str) -> URL:
+def database_url(postgres: TestServer, database_name: str) -> URL:
     """This test's database, as clients normally reach it (TLS, certificate verified)."""
     return postgres.url(database_name)
 
 
 @pytest.fixture
-def front_url(postgres: SuiteDatabase, database_name: str) -> URL:
+def front_url(postgres: TestServer, database_name: str) -> URL:
     """This test's database through the TLS front (Neon's proxy stand-in)."""
     if postgres.front is None:
         pytest.skip("no TLS front with TEST_DATABASE_URL: the suite did not start the server")
@@ -68,7 +68,7 @@ def front_url(postgres: SuiteDatabase, database_name: str) -> URL:
 
 
 @pytest.fixture
-def pooler_url(postgres: SuiteDatabase, database_name: str) -> URL:
+def pooler_url(postgres: TestServer, database_name: str) -> URL:
     """This test's database through PgBouncer in transaction mode (Neon's -pooler)."""
     if postgres.pooler is None:
         pytest.skip(

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import Container, use_database
 from backend.testing.isolation import MAKERS, OuterTransaction
-from backend.testing.postgres import Endpoint, SuiteDatabase
+from backend.testing.postgres import Endpoint, TestServer
 
 Mode = Literal["transaction", "database"]
 Schema = Callable[[Engine], None]
@@ -150,7 +150,7 @@ class Databases:
     the previous test runs instead of in front of the next one.
     """
 
-    server: SuiteDatabase
+    server: TestServer
     worker: str
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     _template: str | None = None

@@ -1,6 +1,6 @@
 """Clear what a test run leaves when its process is killed outright: PgBouncer, temp folders.
 
-Started by backend.testing.postgres.session_database() as
+Started by backend.testing.postgres.run_test_server() as
 
     python -I leftovers_watch.py
 

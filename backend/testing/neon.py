@@ -16,7 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from backend.db.ping import CHECKED_IN_AT
 from backend.testing.databases import TestDatabase
 from backend.testing.front import TlsFront
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 
 # Neon suspends a compute after 5 idle minutes (the default; "scale to zero").
 SUSPEND_AFTER = 300.0
@@ -26,7 +26,7 @@ SUSPEND_AFTER = 300.0
 class Neon:
     """`backend_neon`: what a test can do to the database its app reaches."""
 
-    server: SuiteDatabase
+    server: TestServer
     database: TestDatabase
     _suspended_at: float | None = None
     _aged: "WeakSet[Engine]" = field(default_factory=WeakSet)

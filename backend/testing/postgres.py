@@ -1,4 +1,4 @@
-"""The Neon stand-in: one PostgreSQL per test session, a TLS front, and a pooler.
+"""The Neon stand-in: one PostgreSQL per test run, a TLS front, and a pooler.
 
     client ──TLS──> PostgreSQL (TLS-only)                "direct", when the build has OpenSSL
     client ──TLS──> TlsFront ──plaintext──> PostgreSQL   "front": cold starts, latency, drops
@@ -33,8 +33,11 @@ LEFTOVERS_WATCH = Path(__file__).with_name("leftovers_watch.py")
 
 
 @dataclass
-class SuiteDatabase:
-    """Where the suite's databases live, and how clients reach them."""
+class TestServer:
+    """The run's PostgreSQL, with its TLS front and its pooler: where the tests' databases
+    live, and how clients reach them (`url()`, one endpoint or another)."""
+
+    __test__ = False  # not a test class, whatever pytest makes of its name
 
     admin_url: URL
     tls: bool  # clients of the default endpoint get TLS
@@ -197,12 +200,12 @@ class Leftovers:
 
 
 @contextmanager
-def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[SuiteDatabase]:
-    """The server, its front and its pooler, stopped at exit. `work_dir`, a temporary folder,
-    holds the certificates; the server's own folder is a new temporary one, removed at exit,
-    unless `data_dir` names one to keep between runs. If this process is killed outright, the
-    server's watch stops the server, and a second watch ends PgBouncer and removes the
-    temporary folders (`work_dir` included)."""
+def run_test_server(work_dir: Path, data_dir: Path | None = None) -> Iterator[TestServer]:
+    """The run's test server: PostgreSQL, its front and its pooler, stopped at exit.
+    `work_dir`, a temporary folder, holds the certificates; the server's own folder is a new
+    temporary one, removed at exit, unless `data_dir` names one to keep between runs. If this
+    process is killed outright, the server's watch stops the server, and a second watch ends
+    PgBouncer and removes the temporary folders (`work_dir` included)."""
     if existing := os.environ.get("TEST_DATABASE_URL"):
         url = make_url(existing).set(drivername="postgresql+psycopg2")
         engine = sa.create_engine(url)
@@ -211,7 +214,7 @@ def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[S
                 sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             )
         engine.dispose()
-        yield SuiteDatabase(url, bool(tls), bool(tls), None, None)
+        yield TestServer(url, bool(tls), bool(tls), None, None)
         return
     bindir = choose_bindir()
     certificates = Certificates(work_dir)
@@ -243,7 +246,7 @@ def session_database(work_dir: Path, data_dir: Path | None = None) -> Iterator[S
             stack.callback(pooler.stop)
             assert pooler.process is not None
             leftovers.add("kill", pooler.process.pid, pooler.root)  # its config's path
-        yield SuiteDatabase(
+        yield TestServer(
             admin_url=server.url().update_query_dict(
                 {"sslmode": "verify-full", "sslrootcert": str(certificates.ca_file)}
                 if server.tls

@@ -9,12 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from backend.testing.front import TlsFront
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.faults.service import Load, assert_nothing_lost, running_service, wait_until
 
 
 @pytest.fixture
-def front(postgres: SuiteDatabase, front_url: URL) -> Iterator[TlsFront]:
+def front(postgres: TestServer, front_url: URL) -> Iterator[TlsFront]:
     assert postgres.front is not None
     yield postgres.front
     postgres.front.connect_delay = 0

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.faults.service import running_service
 
 CONNECT_TIMEOUT = 2
@@ -42,7 +42,7 @@ def test_retries_against_a_refused_port_stop_at_the_connect_timeout(
 )
 def test_a_connect_the_server_refuses_is_a_misconfiguration_on_both_paths(
     monkeypatch: pytest.MonkeyPatch,
-    postgres: SuiteDatabase,
+    postgres: TestServer,
     database_name: str,
     flavour: str,
     wrong: str,

@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.container import Container
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import use_database
 
 STATEMENTS = 1000
@@ -40,9 +40,7 @@ async def test_our_async_engine_runs_1000_concurrent_statements_through_pgbounce
 
 
 @pytest.mark.anyio
-async def test_asyncpg_defaults_break_on_pgbouncer(
-    postgres: SuiteDatabase, pooler_url: URL
-) -> None:
+async def test_asyncpg_defaults_break_on_pgbouncer(postgres: TestServer, pooler_url: URL) -> None:
     """The control: the same load with asyncpg's defaults hits prepared statements."""
     assert postgres.ca_file is not None
     plain = pooler_url.set(drivername="postgresql+asyncpg", query={})

@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy.engine import URL
 
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.faults.service import Load, assert_nothing_lost, running_service, wait_until
 
 
@@ -19,7 +19,7 @@ from tests.faults.service import Load, assert_nothing_lost, running_service, wai
 )
 def test_a_restart_under_load_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
-    postgres: SuiteDatabase,
+    postgres: TestServer,
     request: pytest.FixtureRequest,
     flavour: str,
     endpoint: str,

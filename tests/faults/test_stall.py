@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from backend.container import Container
 from backend.testing.front import TlsFront
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import use_database
 from tests.faults.service import running_service
 
@@ -32,7 +32,7 @@ CALLS = [("GET", "/health/db"), ("POST", "/sync/pairs/s{n}"), ("POST", "/async/p
 
 
 @pytest.fixture
-def front(postgres: SuiteDatabase, front_url: URL) -> Iterator[TlsFront]:
+def front(postgres: TestServer, front_url: URL) -> Iterator[TlsFront]:
     assert postgres.front is not None
     yield postgres.front
     postgres.front.resume()

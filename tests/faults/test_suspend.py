@@ -9,14 +9,14 @@ import time
 import pytest
 from sqlalchemy.engine import URL
 
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.faults.service import Load, assert_nothing_lost, running_service
 
 
 @pytest.mark.parametrize("endpoint", ["direct", "pooler"])
 def test_a_burst_after_a_suspend_has_no_failure(
     monkeypatch: pytest.MonkeyPatch,
-    postgres: SuiteDatabase,
+    postgres: TestServer,
     database_name: str,
     request: pytest.FixtureRequest,
     flavour: str,
@@ -41,7 +41,7 @@ def test_a_burst_after_a_suspend_has_no_failure(
 
 def test_without_pre_ping_a_suspend_fails_requests_with_503(
     monkeypatch: pytest.MonkeyPatch,
-    postgres: SuiteDatabase,
+    postgres: TestServer,
     database_name: str,
     database_url: URL,
     flavour: str,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
 from backend.embedded.files import read_as_owner
-from backend.testing.postgres import Certificates, SuiteDatabase, choose_bindir
+from backend.testing.postgres import Certificates, TestServer, choose_bindir
 from tests.conftest import project_root
 
 
@@ -188,7 +188,7 @@ def test_a_certificate_not_checked_says_so_and_why(database_url: URL) -> None:
     assert tls["status"] == "pass"  # a loopback host; a remote one is a warning
 
 
-def test_wrong_password(postgres: SuiteDatabase, database_name: str) -> None:
+def test_wrong_password(postgres: TestServer, database_name: str) -> None:
     url = postgres.url(database_name).set(password="not-the-password")
     checked = check(url)
     assert checked.code == checked.json_code == 1
@@ -200,7 +200,7 @@ def test_wrong_password(postgres: SuiteDatabase, database_name: str) -> None:
     assert "not-the-password" not in checked.text + json.dumps(checked.document)
 
 
-def test_unknown_database(postgres: SuiteDatabase) -> None:
+def test_unknown_database(postgres: TestServer) -> None:
     checked = check(postgres.url("no_such_database"))
     assert checked.code == checked.json_code == 1
     assert checked.failed() == ["authentication"]

@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from backend.container import Container
 from backend.testing.front import TlsFront
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import use_database
 
 ONE = "SELECT 1"
@@ -24,7 +24,7 @@ Read = Callable[[], object]
 
 @pytest.fixture
 def through_front(
-    monkeypatch: pytest.MonkeyPatch, postgres: SuiteDatabase, front_url: URL
+    monkeypatch: pytest.MonkeyPatch, postgres: TestServer, front_url: URL
 ) -> Iterator[tuple[Container, TlsFront]]:
     use_database(monkeypatch, front_url)
     container = Container()

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from backend.api.errors import answer
 from backend.container import AsyncSessionDep, Container, SessionDep, use_database
 from backend.db.errors import Verdict, classify, label
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import serving
 
 router = APIRouter()
@@ -125,7 +125,7 @@ def test_a_revoked_connect_privilege_is_a_misconfiguration_on_both_paths(
 
 
 def test_a_certificate_that_does_not_verify_is_a_misconfiguration_on_both_paths(
-    postgres: SuiteDatabase, database_url: URL, app_on: AppOn, flavour: str, tmp_path: Path
+    postgres: TestServer, database_url: URL, app_on: AppOn, flavour: str, tmp_path: Path
 ) -> None:
     if postgres.ca_file is None:
         pytest.skip("no TLS here: TEST_DATABASE_URL names a server without the suite's CA")

@@ -14,11 +14,11 @@ from sqlalchemy.engine import URL
 from backend.container import Container
 from backend.embedded import PostgresServer, has_tls
 from backend.main import create_app
-from backend.testing.postgres import Certificates, SuiteDatabase, choose_bindir, new_server
+from backend.testing.postgres import Certificates, TestServer, choose_bindir, new_server
 from tests.conftest import use_database
 
 
-def test_health_reports_the_database(client: TestClient, postgres: SuiteDatabase) -> None:
+def test_health_reports_the_database(client: TestClient, postgres: TestServer) -> None:
     response = client.get("/health/db")
     assert response.status_code == 200
     body = response.json()

@@ -25,7 +25,7 @@ from backend.container import (
     use_database,
 )
 from backend.db.errors import describe
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import serving
 
 router = APIRouter()
@@ -88,7 +88,7 @@ def app_on(monkeypatch: pytest.MonkeyPatch) -> AppOn:
 
 
 def test_a_wrong_password_is_a_misconfiguration_logged_once(
-    postgres: SuiteDatabase, database_name: str, app_on: AppOn, flavour: str,
+    postgres: TestServer, database_name: str, app_on: AppOn, flavour: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     url = postgres.url(database_name).set(password="not-the-password")
@@ -168,7 +168,7 @@ COMMON = ["p", "e", "postgres", "ssl", "error", "connection", "a", "failed", "1"
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(password=st.sampled_from(COMMON) | st.text("abcdefgh", min_size=12, max_size=16))
 def test_messages_do_not_depend_on_the_password_and_never_show_it(
-    postgres: SuiteDatabase, database_name: str, password: str
+    postgres: TestServer, database_name: str, password: str
 ) -> None:
     """The same failure gives the same message whatever the password: it is not in there."""
 
@@ -222,7 +222,7 @@ def test_waiting_for_a_pooled_connection_shows_in_health_and_the_log(
 
 @pytest.mark.parametrize("refusal", ["plaintext", "startup parameter on a pooler"])
 def test_a_refused_setting_is_a_misconfiguration_not_an_outage(
-    postgres: SuiteDatabase, database_name: str, app_on: AppOn, flavour: str, refusal: str,
+    postgres: TestServer, database_name: str, app_on: AppOn, flavour: str, refusal: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     if refusal == "plaintext":  # the TLS-only server: "pg_hba.conf rejects …, no encryption"

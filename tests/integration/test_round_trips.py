@@ -22,7 +22,7 @@ from backend.container import (
 )
 from backend.db.readonly import ReadOnlyError
 from backend.testing.front import TlsFront
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
 
@@ -82,7 +82,7 @@ async def write_sql_through_read_session(session: AsyncReadSessionDep) -> None:
 
 
 @pytest.fixture
-def front(postgres: SuiteDatabase, front_url: URL) -> TlsFront:
+def front(postgres: TestServer, front_url: URL) -> TlsFront:
     assert postgres.front is not None
     return postgres.front
 

@@ -17,12 +17,12 @@ from sqlalchemy.engine import URL
 
 from backend.container import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 from tests.conftest import serving, use_database
 
 
 @pytest.fixture(autouse=True)
-def tls_server(postgres: SuiteDatabase) -> None:
+def tls_server(postgres: TestServer) -> None:
     if not postgres.tls:
         pytest.skip(
             "TEST_DATABASE_URL names a server without TLS (the suite's own server always has "
@@ -57,7 +57,7 @@ def app(container: Container) -> FastAPI:
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_requests_run_over_tls(client: TestClient, postgres: SuiteDatabase, flavour: str) -> None:
+def test_requests_run_over_tls(client: TestClient, postgres: TestServer, flavour: str) -> None:
     # The suite's URLs ask for verify-full against the suite's CA: on the async path that is
     # an SSLContext built from sslmode and sslrootcert.
     body = client.get(f"/{flavour}/tls").json()
@@ -76,7 +76,7 @@ def test_verify_full_refuses_a_server_it_cannot_verify(database_url: URL, tmp_pa
 
 
 def test_channel_binding_passes_through_to_libpq(
-    monkeypatch: pytest.MonkeyPatch, postgres: SuiteDatabase, database_url: URL
+    monkeypatch: pytest.MonkeyPatch, postgres: TestServer, database_url: URL
 ) -> None:
     if not postgres.direct_tls:
         pytest.skip(

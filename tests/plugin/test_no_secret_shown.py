@@ -4,11 +4,11 @@ assert, and with --backend-reuse-db that password belongs to a cluster kept on a
 import pprint
 
 from backend.testing.databases import TestDatabase
-from backend.testing.postgres import SuiteDatabase
+from backend.testing.postgres import TestServer
 
 
 def test_no_fixture_repr_holds_the_servers_password(
-    backend_server: SuiteDatabase, backend_transactional_db: TestDatabase
+    backend_server: TestServer, backend_transactional_db: TestDatabase
 ) -> None:
     password = backend_server.admin_url.password
     assert password
