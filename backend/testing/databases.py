@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import Container, use_database
 from backend.testing.isolation import MAKERS, OuterTransaction
-from backend.testing.postgres import Endpoint, TestServer
+from backend.testing.postgres import Door, TestServer
 
 Mode = Literal["transaction", "database"]
 Schema = Callable[[Engine], None]
@@ -46,7 +46,7 @@ class TestDatabase:
     name: str
     url: URL
     mode: Mode
-    endpoint: Endpoint = "default"
+    endpoint: Door = "default"
     # Transaction mode: where the test's connection comes from. The run shares one engine
     # (Databases.outer_engine), so a test takes a warm connection, not a new TLS handshake.
     outer_engine: Engine | None = field(default=None, repr=False)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from backend.testing.apps import AsyncAppClient
     from backend.testing.databases import Databases, Mode, TestDatabase
     from backend.testing.neon import Neon
-    from backend.testing.postgres import Endpoint, TestServer
+    from backend.testing.postgres import Door, TestServer
 
 PGBOUNCER_HINT = "pgbouncer is not installed (apt-get install pgbouncer)"
 
@@ -40,7 +40,7 @@ class DatabaseMode:
     """What a test asked for: its isolation, and the endpoint its app reaches."""
 
     isolation: Mode  # "transaction" (backend_db) or "database" (backend_transactional_db)
-    endpoint: Endpoint  # "default", "front" (backend_neon) or "pooler" (backend_pooler)
+    endpoint: Door  # "default", "front" (backend_neon) or "pooler" (backend_pooler)
 
     @property
     def fixture(self) -> str:
@@ -58,7 +58,7 @@ def database_mode(request: pytest.FixtureRequest) -> DatabaseMode:
         pytest.fail("a test uses backend_db or backend_transactional_db, not both", pytrace=False)
     pooler = request.node.get_closest_marker("backend_pooler") is not None
     neon = "backend_neon" in names
-    endpoint: Endpoint = "pooler" if pooler else "front" if neon else "default"
+    endpoint: Door = "pooler" if pooler else "front" if neon else "default"
     database = pooler or neon or "backend_transactional_db" in names
     return DatabaseMode("database" if database else "transaction", endpoint)
 

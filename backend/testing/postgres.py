@@ -27,7 +27,9 @@ from backend.embedded import PostgresServer, embedded_bindir, has_tls
 from backend.testing.front import TlsFront
 from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 
-Endpoint = Literal["default", "direct", "front", "pooler"]
+# Which way in a client takes: the server itself (TLS; "direct" without), the TLS front, or
+# PgBouncer. (Not backend.db's Endpoint, a host and port a URL names.)
+Door = Literal["default", "direct", "front", "pooler"]
 FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
 LEFTOVERS_WATCH = Path(__file__).with_name("leftovers_watch.py")
 
@@ -47,7 +49,7 @@ class TestServer:
     front: TlsFront | None = None
     pooler: PgBouncer | None = None
 
-    def url(self, database: str, endpoint: Endpoint = "default") -> URL:
+    def url(self, database: str, endpoint: Door = "default") -> URL:
         if endpoint == "default":
             endpoint = "direct" if self.direct_tls or self.front is None else "front"
         port = {"direct": self.admin_url.port, "front": self._port(self.front)}.get(endpoint)

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from backend.container import Container
 from backend.main import create_app
 from backend.settings import ConfigurationError
-from backend.testing.postgres import Endpoint, TestServer
+from backend.testing.postgres import Door, TestServer
 
 SECRET = "pl41ntext-S3cret"
 
@@ -34,7 +34,7 @@ def test_an_app_for_a_remote_host_without_tls_does_not_start(
     ],
 )
 def test_every_endpoint_refuses_a_plaintext_client(
-    request: pytest.FixtureRequest, postgres: TestServer, endpoint: Endpoint, refusal: str
+    request: pytest.FixtureRequest, postgres: TestServer, endpoint: Door, refusal: str
 ) -> None:
     if endpoint == "direct" and not postgres.direct_tls:
         pytest.skip("this PostgreSQL build has no TLS: clients reach it through the front")
