@@ -164,7 +164,7 @@ class Container(containers.DeclarativeContainer):
         """`config_file` (or the BACKEND_CONFIG variable): your YAML, read over the defaults."""
         container = super().__new__(cls, **overriding_providers)
         # Interpolation off (envs_required=None, dependency-injector 4.46+, #861; its stubs say
-        # bool): backend/settings.py resolves ${VAR:default} from the exact strings.
+        # bool): backend/settings/ resolves ${VAR:default} from the exact strings.
         container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
         own = config_file or os.environ.get("BACKEND_CONFIG")
         try:
