@@ -48,9 +48,9 @@ the server's folder. So nothing here opens, reads or follows a path in it: pg_ct
 server's user (its uid and gid, no supplementary groups), with no shell, in `/`, its stdin
 /dev/null; `wait` tests for postmaster.pid without following a link; `remove` is
 shutil.rmtree, which never follows a link (fd-based where the platform allows:
-shutil.rmtree.avoids_symlink_attacks) and removes a link given as PATH without following it
-either; `kill` signals only a process whose command line it checked, through /proc (Linux
-only: elsewhere `kill` is skipped, as a reused PID could not be told apart).
+shutil.rmtree.avoids_symlink_attacks) and leaves a link given as PATH alone; `kill` signals
+only a process whose command line it checked, through /proc (Linux only: elsewhere `kill` is
+skipped, as a reused PID could not be told apart).
 
 The standard library only, run with -I: nothing from the environment or the current folder,
 nothing imported from `backend` (Watch is for the owner's side, and unused here).
