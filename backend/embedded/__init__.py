@@ -8,7 +8,8 @@ The modules: binaries.py finds the server binaries; folder.py reads what a serve
 records (its port, its URL, who runs it); server.py starts and stops the server. As root, the
 server runs as `nobody`, and everything in its folder is done as `nobody` too: files.py says
 why. One process at a time runs the server of a folder: lock.py. A started server lives no
-longer than the process that started it: watch.py stops it when that process dies.
+longer than the process that started it: watch.py stops it when that process dies (and clears
+what a killed test run leaves, for backend.testing).
 """
 
 from backend.embedded.binaries import NotInstalled, embedded_bindir, has_tls

@@ -1,8 +1,4 @@
-"""Start and stop a PostgreSQL cluster in a folder, with initdb and pg_ctl, watched and locked.
-
-Over 300 lines for one reason: PostgresServer is one class whose start and stop steps share its
-state (the lock, the watch, the private copy of the binaries), and it is kept whole.
-"""
+"""Start and stop a PostgreSQL cluster in a folder, with initdb and pg_ctl, watched and locked."""
 
 import atexit
 import os
@@ -10,10 +6,9 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,11 +34,9 @@ from backend.embedded.folder import (
     recorded_port,
     recorded_url,
 )
+from backend.embedded.watch import Watch
 
 __all__ = ["AlreadyRunning", "PostgresServer", "running"]
-
-# Run by path, with -I: the standard library only, nothing imported from this package.
-WATCH_SCRIPT = Path(__file__).with_name("watch.py")
 
 
 class AlreadyRunning(RuntimeError):
@@ -87,10 +80,7 @@ class PostgresServer:
     # A private copy of the binaries (files.private_copy), while one is in use.
     _copy: Path | None = field(default=None, init=False, repr=False, compare=False)
     _copied_bindir: Path | None = field(default=None, init=False, repr=False, compare=False)
-    _watch: "subprocess.Popen[bytes] | None" = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _watch_pipe: int = field(default=-1, init=False, repr=False, compare=False)
+    _watch: Watch | None = field(default=None, init=False, repr=False, compare=False)
     # The folder's lock (lock.take), while this object runs its server.
     _lock: int | None = field(default=None, init=False, repr=False, compare=False)
     moved_from: int | None = field(default=None, init=False, compare=False)
@@ -284,35 +274,21 @@ class PostgresServer:
 
     def _start_watch(self) -> None:
         self._stop_watch()
-        owner = as_owner()
-        read_end, self._watch_pipe = os.pipe()  # not inherited by what we run (PEP 446)
-        try:
-            self._watch = subprocess.Popen(
-                [
-                    *(sys.executable, "-I", str(WATCH_SCRIPT)),
-                    *(str(self._bindir() / "pg_ctl"), str(self.data_dir)),
-                    *(str(owner.get("user", -1)), str(owner.get("group", -1))),
-                    *([str(self._copy)] if self._copy else []),
-                ],
-                stdin=read_end,
-                cwd="/",
-                start_new_session=True,  # Ctrl-C in a terminal is for us, not for the watch
-                # The folder's lock: held while the watch lives, so a killed run's server is
-                # never taken for stale while its watch is stopping it.
-                pass_fds=() if self._lock is None else (self._lock,),
-            )
-        finally:
-            os.close(read_end)
+        # Should we die first, it stops the server and removes the private copy. It holds the
+        # folder's lock: a killed run's server is never taken for stale while being stopped.
+        self._watch = Watch(self.data_dir, pass_fds=() if self._lock is None else (self._lock,))
+        pg_ctl, owner = self._bindir() / "pg_ctl", as_owner()  # the copy's pg_ctl, if any
+        self._watch.order(
+            "stop", pg_ctl, self.data_dir, owner.get("user", -1), owner.get("group", -1)
+        )
+        if self._copy:
+            self._watch.order("remove", self._copy)
 
     def _stop_watch(self) -> None:
         """Tell the watch the server is stopped, and let it end."""
-        if self._watch is None:
-            return
-        with suppress(BrokenPipeError):  # someone else ended it
-            os.write(self._watch_pipe, b"stopped\n")
-        os.close(self._watch_pipe)
-        self._watch.wait()
-        self._watch = None
+        if self._watch is not None:
+            self._watch.stopped()
+            self._watch = None
 
 
 @contextmanager

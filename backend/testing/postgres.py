@@ -10,12 +10,10 @@ it is the default endpoint there.
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from backend.embedded import PostgresServer, embedded_bindir, has_tls
+from backend.embedded.watch import Watch
 from backend.testing.front import TlsFront
 from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 
@@ -31,7 +30,6 @@ from backend.testing.pgbouncer import PgBouncer, pgbouncer_binary
 # PgBouncer. (Not backend.db's Endpoint, a host and port a URL names.)
 Door = Literal["default", "direct", "front", "pooler"]
 FRONT_SOURCE = "127.0.0.2"  # the front's address towards PostgreSQL, allowed in plaintext
-LEFTOVERS_WATCH = Path(__file__).with_name("leftovers_watch.py")
 
 
 @dataclass
@@ -175,39 +173,14 @@ def new_server(
     return PostgresServer(bindir, root, tls=tls, settings=settings, plaintext_from=(FRONT_SOURCE,))
 
 
-class Leftovers:
-    """What to clear if this process is killed outright, told to a watch process as it comes
-    (backend/testing/leftovers_watch.py); close() says the run cleared everything itself."""
-
-    def __init__(self) -> None:
-        read_end, self._pipe = os.pipe()  # the write end is not inherited (PEP 446)
-        try:
-            self._watch = subprocess.Popen(  # noqa: S603 (our interpreter, our script)
-                [sys.executable, "-I", str(LEFTOVERS_WATCH)],
-                stdin=read_end,
-                cwd="/",
-                start_new_session=True,  # Ctrl-C in a terminal is for the run, not for it
-            )
-        finally:
-            os.close(read_end)
-
-    def add(self, verb: str, *arguments: object) -> None:
-        os.write(self._pipe, " ".join([verb, *map(str, arguments)]).encode() + b"\n")
-
-    def close(self) -> None:
-        with suppress(BrokenPipeError):
-            self.add("stopped")
-        os.close(self._pipe)
-        self._watch.wait()
-
-
 @contextmanager
 def run_test_server(work_dir: Path, data_dir: Path | None = None) -> Iterator[TestServer]:
     """The run's test server: PostgreSQL, its front and its pooler, stopped at exit.
     `work_dir`, a temporary folder, holds the certificates; the server's own folder is a new
     temporary one, removed at exit, unless `data_dir` names one to keep between runs. If this
-    process is killed outright, the server's watch stops the server, and a second watch ends
-    PgBouncer and removes the temporary folders (`work_dir` included)."""
+    process is killed outright, the server's watch stops the server, and a second watch
+    (backend/embedded/watch.py too, told what to clear as it comes) ends PgBouncer and removes
+    the temporary folders (`work_dir` included)."""
     if existing := os.environ.get("TEST_DATABASE_URL"):
         url = make_url(existing).set(drivername="postgresql+psycopg2")
         engine = sa.create_engine(url)
@@ -222,13 +195,13 @@ def run_test_server(work_dir: Path, data_dir: Path | None = None) -> Iterator[Te
     certificates = Certificates(work_dir)
     server = new_server(bindir, certificates, data_dir)
     with ExitStack() as stack:
-        leftovers = Leftovers()
-        stack.callback(leftovers.close)  # last: everything below is cleared by then
-        leftovers.add("remove", work_dir)
+        leftovers = Watch(work_dir)
+        stack.callback(leftovers.stopped)  # last: everything below is cleared by then
+        leftovers.order("remove", work_dir)
         if data_dir is None:
             stack.callback(shutil.rmtree, server.root, ignore_errors=True)
-            leftovers.add("wait", server.data_dir)
-            leftovers.add("remove", server.root)
+            leftovers.order("wait", server.data_dir)
+            leftovers.order("remove", server.root)
         server.start()
         stack.callback(server.stop)
         front = TlsFront(("127.0.0.1", server.port), certificates.cert_file, certificates.key_file)
@@ -243,11 +216,11 @@ def run_test_server(work_dir: Path, data_dir: Path | None = None) -> Iterator[Te
                 certificates.key_file,
                 server_tls=server.tls is not None,
             )
-            leftovers.add("remove", pooler.root)
+            leftovers.order("remove", pooler.root)
             pooler.start()
             stack.callback(pooler.stop)
             assert pooler.process is not None
-            leftovers.add("kill", pooler.process.pid, pooler.root)  # its config's path
+            leftovers.order("kill", pooler.process.pid, pooler.root)  # its config's path
         yield TestServer(
             admin_url=server.url().update_query_dict(
                 {"sslmode": "verify-full", "sslrootcert": str(certificates.ca_file)}
