@@ -34,10 +34,10 @@ _WHERE = {
     "AsyncSessionDep": "backend.container",
     "ConfigurationError": "backend.settings",
     "Container": "backend.container",
-    "OutsideRequestError": "backend.db.scope",
-    "ReadOnlyError": "backend.db.readonly",
+    "OutsideRequestError": "backend.db.sessions.scope",
+    "ReadOnlyError": "backend.db.reads.readonly",
     "ReadSessionDep": "backend.container",
-    "RequestScope": "backend.db.scope",
+    "RequestScope": "backend.db.sessions.scope",
     "SessionDep": "backend.container",
     "WiringError": "backend.wiring",
     "create_app": "backend.app",
@@ -57,9 +57,9 @@ if TYPE_CHECKING:
         SessionDep,
         use_database,
     )
-    from backend.db.readonly import ReadOnlyError
-    from backend.db.scope import OutsideRequestError, RequestScope
+    from backend.db.reads.readonly import ReadOnlyError
     from backend.db.session import get_async_session, get_session
+    from backend.db.sessions.scope import OutsideRequestError, RequestScope
     from backend.settings import ConfigurationError
     from backend.wiring import WiringError
 

@@ -20,11 +20,11 @@ from backend import api
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
 from backend.container import Container
-from backend.db.pool import pool_sizes
-from backend.db.rules import check_rules
-from backend.db.scope import RequestScopeMiddleware
+from backend.db.connection.rules import check_rules
+from backend.db.connection.url import is_pooler
+from backend.db.engines.pool import pool_sizes
 from backend.db.session import default_container, use_container
-from backend.db.url import is_pooler
+from backend.db.sessions.scope import RequestScopeMiddleware
 from backend.settings import ConfigurationError
 from backend.wiring import check_wiring, resolve_markers_on_the_loop
 

@@ -15,15 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db.engine import create_async_db_engine, create_sync_engine
-from backend.db.readonly import read_only_view
-from backend.db.replicas import ReadReplicas, ReplicaSet
-from backend.db.routing import (
+from backend.db.engines.build import create_async_db_engine, create_sync_engine
+from backend.db.reads.readonly import read_only_view
+from backend.db.reads.replica_health import ReadReplicas
+from backend.db.reads.replicas import ReplicaSet
+from backend.db.reads.routing import (
     build_replica_engines,
     make_async_read_session_maker,
     make_read_session_maker,
 )
-from backend.db.scope import (
+from backend.db.sessions.scope import (
     NOT_INSTALLED,
     OutsideRequestError,
     current_scope,
@@ -141,7 +142,7 @@ class Container(containers.DeclarativeContainer):
 
     session_maker = providers.ThreadSafeSingleton(make_session_maker, engine)
     async_session_maker = providers.ThreadSafeSingleton(make_async_session_maker, async_engine)
-    # Without replicas, on read_engine as before; with them, routed (backend/db/routing.py).
+    # Without replicas, on read_engine as before; with them, routed (backend/db/reads/routing.py).
     read_session_maker = providers.ThreadSafeSingleton(
         make_read_session_maker, read_engine, replica_engines, replica_state
     )
@@ -151,7 +152,7 @@ class Container(containers.DeclarativeContainer):
 
     # The request's own session of each kind: made on first use, the same object for the
     # route, its dependencies, the services built on it and the response body, and closed
-    # once after the response (backend/db/scope.py). Factories, not Resources: nothing for
+    # once after the response (backend/db/sessions/scope.py). Factories, not Resources: nothing for
     # dependency-injector to shut down, so Closing has nothing to close early.
     session = providers.Factory(request_session, session_maker)
     async_session = providers.Factory(request_async_session, async_session_maker)
@@ -213,7 +214,7 @@ else:
         - On the event loop: FastAPI calls a dependency to get its value; a sync __call__
           costs a threadpool round trip per request for nothing. Being there, before the
           function that takes the value runs in the threadpool, is also where a request is
-          admitted to sync sessions (backend/db/scope.py says why).
+          admitted to sync sessions (backend/db/sessions/scope.py says why).
 
         It hands FastAPI the value itself, so @inject passes it through unchanged (and is not
         needed). Outside an installed app it falls back to plain wiring, except for a request

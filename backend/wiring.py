@@ -70,7 +70,7 @@ def resolve_markers_on_the_loop(app: FastAPI) -> None:
 
     FastAPI calls a marker as a sync dependency, in its threadpool; a request session asked
     for from there would be taken by a request that already holds a worker, which is how a
-    pool smaller than the threadpool deadlocks (backend/db/scope.py). The marker keeps its
+    pool smaller than the threadpool deadlocks (backend/db/sessions/scope.py). The marker keeps its
     provider and its class's place in dependency-injector's eyes (ProvideOnLoop is a Provide,
     ClosingOnLoop a Closing), and hands FastAPI the session itself, which @inject passes on.
     """

@@ -10,7 +10,8 @@ from collections import OrderedDict
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from backend.db.errors import Verdict, classify, database_errors, describe, failed_host
+from backend.db.engines.error_reports import describe, failed_host
+from backend.db.engines.errors import Verdict, classify, database_errors
 
 logger = logging.getLogger("backend")
 
@@ -59,7 +60,7 @@ def answer(app: FastAPI, exc: BaseException, verdict: Verdict) -> JSONResponse:
 
 
 def _write_host(app: FastAPI) -> str:
-    # For an error no engine labelled (backend.db.engine labels theirs): the write engine's.
+    # For an error no engine labelled (backend.db.engines.build labels theirs): the write engine's.
     container = getattr(app.state, "container", None)
     engines = container.built_engines() if container is not None else []
     return str(engines[0].url.host) if engines else "-"

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.api.errors import answer
 from backend.container import Container, ProvideOnLoop
-from backend.db.errors import Verdict, classify
-from backend.db.health import probe_async, probe_shared, prober
-from backend.db.replicas import ReadReplicas
+from backend.db.engines.errors import Verdict, classify
+from backend.db.engines.health import probe_async, probe_shared, prober
+from backend.db.reads.replica_health import ReadReplicas
 
 router = APIRouter(tags=["health"])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from backend.container import Container
-from backend.db.rules import check_rules
+from backend.db.connection.rules import check_rules
 from backend.embedded import UNPRIVILEGED_USER, reachable_data_dir
 from backend.settings import ConfigurationError, DatabaseSettings
 

@@ -20,9 +20,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from backend.container import Container
-from backend.db.admission import acquire_admission, admission_gate
-from backend.db.closing import close_or_invalidate
-from backend.db.scope import RequestScope, current_scope
+from backend.db.sessions.admission import acquire_admission, admission_gate
+from backend.db.sessions.closing import close_or_invalidate
+from backend.db.sessions.scope import RequestScope, current_scope
 
 _default: list[Container] = []  # at most one: the container module-level names resolve from
 
@@ -65,7 +65,7 @@ async def get_session(connection: HTTPConnection) -> AsyncIterator[Session]:
         await scope.admit()
         yield container.session()
         return
-    # Admitted as the layer's request sessions are (backend/db/scope.py): FastAPI still
+    # Admitted as the layer's request sessions are (backend/db/sessions/scope.py): FastAPI still
     # needs its threadpool after a sync route, so unadmitted requests waiting for a
     # connection could hold every worker the requests holding connections need.
     gate = admission_gate()

@@ -1,8 +1,8 @@
 """`python -m backend check`: is this service's database reachable, safe and big enough?
 
 The steps, each shown as it ends: the settings against Neon's rules (the layer's own rules,
-backend.settings and backend.db.url/tls/target, applied as when the app starts), then for
-each host DNS, TCP and TLS, then, through the app's own engines, authentication, the async
+backend.settings and backend.db.connection: url, tls, target; applied as when the app starts),
+then for each host DNS, TCP and TLS, then, through the app's own engines, authentication, the async
 path, the server's version, whether a pooler is in between, the round-trip time, the
 connection budget against the server's slots, and the server settings that matter on Neon.
 It never shows the password and never writes: its connection runs SELECT and SHOW only, in
@@ -22,9 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.container import Container
-from backend.db.rules import check_rules
-from backend.db.tls import effective_sslmode
-from backend.db.url import is_pooler, target_of
+from backend.db.connection.rules import check_rules
+from backend.db.connection.tls import effective_sslmode
+from backend.db.connection.url import is_pooler, target_of
 from backend.doctor import network, server
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed

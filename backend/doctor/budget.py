@@ -9,7 +9,7 @@ connection only when a request needs one: an app that only takes SessionDep open
 
 from dataclasses import dataclass
 
-from backend.db.pool import pool_sizes
+from backend.db.engines.pool import pool_sizes
 from backend.settings import DatabaseSettings
 
 # The container's engines, by provider name, and whether each is a read engine.

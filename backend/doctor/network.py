@@ -2,16 +2,16 @@
 
 TLS is checked on a raw socket, by PostgreSQL's own handshake: the 8-byte SSLRequest, the
 server's one-byte answer ('S': go on, 'N': no TLS here), then the TLS handshake, with the
-SSL context the async path would use for the same settings (backend.db.tls). Nothing more is
-sent: no startup packet, no password.
+SSL context the async path would use for the same settings (backend.db.connection.tls).
+Nothing more is sent: no startup packet, no password.
 """
 
 import socket
 import ssl
 import struct
 
-from backend.db.target import Endpoint, Target
-from backend.db.tls import asyncpg_ssl, tls_files
+from backend.db.connection.target import Endpoint, Target
+from backend.db.connection.tls import asyncpg_ssl, tls_files
 from backend.doctor.report import Step
 from backend.settings import DatabaseSettings
 

@@ -58,8 +58,8 @@ class DatabaseSettings(BaseModel):
     # Without the URL_QUERY_KNOBS: those are resolved into the fields below. Without its secret
     # query parameters either (see `secrets`), and with libpq's PG* defaults filled in.
     url: URL
-    # Read replicas (backend/db/replicas.py): each DATABASE_READ_URL entry's own settings, made
-    # by the same rules as DATABASE_URL's (TLS, pooler, libpq defaults, secrets).
+    # Read replicas (backend/db/reads/replicas.py): each DATABASE_READ_URL entry's own
+    # settings, made by the same rules as DATABASE_URL's (TLS, pooler, libpq defaults, secrets).
     replicas: tuple["DatabaseSettings", ...] = ()
     # A replica further behind than this many seconds takes no reads until it catches up.
     read_max_lag: float = Field(
@@ -86,7 +86,7 @@ class DatabaseSettings(BaseModel):
     connect_timeout: int = Field(ge=1, description="an integer number of seconds >= 1")
     # Failed connects worth retrying (refused, compute restarting) are tried this many more times.
     connect_retries: int = Field(ge=0, description="an integer >= 0")
-    # None: not asked for, so the TLS policy of backend.db.url decides by host.
+    # None: not asked for, so the TLS policy of backend.db.connection.url decides by host.
     sslmode: SslMode | None = Field(
         description="one of disable, allow, prefer, require, verify-ca, verify-full"
     )
@@ -113,7 +113,8 @@ class DatabaseSettings(BaseModel):
     secrets: Mapping[str, SecretStr] = Field(default_factory=dict)
     # Where each libpq parameter of `url` came from, when not from DATABASE_URL: {"host": "PGHOST"}.
     origins: Mapping[str, str] = Field(default_factory=dict, repr=False)
-    # The read engines' pools (backend.db.pool.pool_sizes); None: the same as the write pool's.
+    # The read engines' pools (backend.db.engines.pool.pool_sizes); None: the same as the write
+    # pool's.
     read_pool_size: int | None = Field(None, ge=1, description="an integer >= 1, or empty")
     read_max_overflow: int | None = Field(None, ge=0, description="an integer >= 0, or empty")
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from backend.db.ping import CHECKED_IN_AT
+from backend.db.engines.ping import CHECKED_IN_AT
 from backend.testing.databases import TestDatabase
 from backend.testing.front import TlsFront
 from backend.testing.postgres import TestServer

@@ -31,8 +31,8 @@ from sqlalchemy.engine import URL
 from sqlmodel import Session
 
 from backend.container import Container, SessionDep
-from backend.db.scope import RequestScopeMiddleware
 from backend.db.session import get_session
+from backend.db.sessions.scope import RequestScopeMiddleware
 from tests.conftest import serving, use_database
 
 CONCURRENT = 256

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import AsyncSessionDep, Container, SessionDep
-from backend.db.scope import make_async_session_maker, make_session_maker
+from backend.db.sessions.scope import make_async_session_maker, make_session_maker
 from tests.conftest import serving, use_database
 
 REQUESTS = 10_000

@@ -18,7 +18,8 @@ from sqlalchemy.engine import URL
 
 from backend.api.errors import answer
 from backend.container import AsyncSessionDep, Container, SessionDep, use_database
-from backend.db.errors import Verdict, classify, label
+from backend.db.engines.error_reports import label
+from backend.db.engines.errors import Verdict, classify
 from backend.testing.postgres import TestServer
 from tests.conftest import serving
 

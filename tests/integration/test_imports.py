@@ -12,8 +12,9 @@ def refuse(*args, **kwargs):
     raise AssertionError("a connection was opened at import")
 socket.socket.connect = refuse
 socket.create_connection = refuse
-import backend, backend.main, backend.container, backend.db.session, backend.db.engine
-import backend.db.health, backend.api.health, backend.embedded, backend.__main__, backend.db.scope
+import backend, backend.main, backend.container, backend.db.session, backend.db.engines.build
+import backend.db.engines.health, backend.api.health, backend.embedded, backend.__main__
+import backend.db.sessions.scope
 from backend.main import app
 assert app.state.container.built_engines() == []  # chosen with the app; nothing built
 print("imported")

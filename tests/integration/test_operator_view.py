@@ -24,7 +24,7 @@ from backend.container import (
     SessionDep,
     use_database,
 )
-from backend.db.errors import describe
+from backend.db.engines.error_reports import describe
 from backend.testing.postgres import TestServer
 from tests.conftest import serving
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.container import Container
-from backend.db.pool import TimedAsyncQueuePool
-from backend.db.scope import RequestScope
+from backend.db.engines.pool import TimedAsyncQueuePool
+from backend.db.sessions.scope import RequestScope
 from tests.conftest import use_database
 
 ONE_CONNECTION = {"pool_size": "1", "max_overflow": "0"}

@@ -23,8 +23,8 @@ from sqlmodel import Field, Session, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.container import AsyncSessionDep, Container, ProvideOnLoop, SessionDep
-from backend.db.scope import OutsideRequestError, RequestScope
 from backend.db.session import get_async_session, get_session
+from backend.db.sessions.scope import OutsideRequestError, RequestScope
 from tests.conftest import serving, use_database
 
 PID = sa.text("SELECT pg_backend_pid()")

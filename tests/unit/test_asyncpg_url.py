@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from backend.db.url import AsyncpgTarget, asyncpg_target
+from backend.db.connection.url import AsyncpgTarget, asyncpg_target
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, SECRET, make_container
 from tests.unit.test_url import NEON_POOLER

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from backend.db.url import asyncpg_target
+from backend.db.connection.url import asyncpg_target
 from backend.settings import ConfigurationError
 from tests.unit.drivers import asyncpg_arguments, psycopg2_arguments
 from tests.unit.test_settings import NEON, make_container
@@ -27,7 +27,7 @@ from tests.unit.tls_files import ClientFiles, client_files, tls_server
 
 TRY_BOTH_ENGINES = """
 from backend.container import Container
-from backend.db.url import asyncpg_target
+from backend.db.connection.url import asyncpg_target
 from backend.settings import ConfigurationError
 container = Container()
 for name in ("engine", "async_engine"):

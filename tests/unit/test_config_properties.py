@@ -25,7 +25,12 @@ from sqlalchemy.engine import URL
 
 from backend.api.health import database_health
 from backend.container import DEFAULTS_FILE, Container
-from backend.db.url import AsyncpgTarget, asyncpg_target, psycopg2_connect_args, psycopg2_url
+from backend.db.connection.url import (
+    AsyncpgTarget,
+    asyncpg_target,
+    psycopg2_connect_args,
+    psycopg2_url,
+)
 from backend.settings import ConfigurationError, DatabaseSettings, load_settings
 from tests.unit.drivers import libpq_addresses
 
@@ -199,8 +204,8 @@ def is_local(address: str) -> bool:
 def assert_no_plaintext_to_a_remote_address(
     settings: DatabaseSettings, sync: URL, target: AsyncpgTarget, env: dict[str, str]
 ) -> None:
-    """Independently of backend.db.target: where would each driver go, and may it go there
-    without TLS? libpq: by its documented rules over the keywords psycopg2 gets (PG* for what
+    """Independently of backend.db.connection.target: where would each driver go, and may it go
+    there without TLS? libpq: by its documented rules over the keywords psycopg2 gets (PG* for what
     they leave out); asyncpg: its host list, or the URL's host."""
     if settings.allow_insecure:
         return

@@ -6,9 +6,9 @@ import logging
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.replicas import Lag, ReplicaSet
-from backend.db.routing import RoutedReadSession
-from backend.db.url import asyncpg_target, is_pooler
+from backend.db.connection.url import asyncpg_target, is_pooler
+from backend.db.reads.replicas import Lag, ReplicaSet
+from backend.db.reads.routing import RoutedReadSession
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, make_container
 

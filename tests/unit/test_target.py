@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from backend.container import Container
-from backend.db.url import is_pooler
+from backend.db.connection.url import is_pooler
 from backend.settings import ConfigurationError
 from tests.unit.drivers import (
     asyncpg_addresses,
@@ -144,7 +144,7 @@ def test_no_host_means_libpqs_socket_folder_on_both_paths(monkeypatch: pytest.Mo
 
 
 def test_the_socket_folder_is_the_one_this_libpq_uses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.db.target import DEFAULT_SOCKET_DIR as ours
+    from backend.db.connection.target import DEFAULT_SOCKET_DIR as ours
 
     assert ours == DEFAULT_SOCKET_DIR
     # Nothing listens on port 1: libpq's error names the socket it tried.

@@ -7,7 +7,7 @@ from psycopg2.extensions import libpq_version
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from backend.db.url import is_local, psycopg2_url
+from backend.db.connection.url import is_local, psycopg2_url
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, SECRET, make_container
 
@@ -105,7 +105,7 @@ def test_the_pooler_is_recognised(
     monkeypatch: pytest.MonkeyPatch, url: str, pooler: str, expected: bool
 ) -> None:
     container = make_container(monkeypatch, url, DATABASE_POOLER=pooler)
-    from backend.db.url import is_pooler
+    from backend.db.connection.url import is_pooler
 
     assert is_pooler(container.settings()) is expected
 

@@ -17,8 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Queue
 
-from backend.db.errors import label
-from backend.db.greenlet import await_
+from backend.db.engines.error_reports import label
+from backend.db.engines.greenlet import await_
 from backend.settings import DatabaseSettings
 
 # Private SQLAlchemy internals, for want of a public hook into how a checkout waits: a pool
@@ -28,7 +28,7 @@ from backend.settings import DatabaseSettings
 # this needs sqlalchemy<2.2.
 
 logger = logging.getLogger("backend")
-# SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.pool.*,
+# SQLAlchemy names a pool's logger after its class, so these pools log as backend.db.engines.pool.*,
 # under the app's "backend" logger: keep them at SQLAlchemy's own default for its loggers
 # (WARNING, sqlalchemy/log.py), or every dispose and invalidation would reach the app's log.
 logging.getLogger(__name__).setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ that is not a number, say) would otherwise pass the start and fail the first asy
 
 from psycopg2.extensions import libpq_version
 
-from backend.db.url import asyncpg_target, psycopg2_url
+from backend.db.connection.url import asyncpg_target, psycopg2_url
 from backend.settings import DatabaseSettings
 
 

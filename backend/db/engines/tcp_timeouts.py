@@ -6,9 +6,10 @@
   connection parameters; asyncpg has none, so they are set on its socket once it connects.
 - A stalled link (something alive on the path holds the connection and says nothing, which
   keepalives cannot see) or a runaway statement: DATABASE_STATEMENT_TIMEOUT, client-side, per
-  call: asyncpg's command_timeout, and backend.db.deadline for psycopg2. Not the server's
-  statement_timeout: as a startup option PgBouncer refuses it (unsupported startup parameter:
-  options), and SET LOCAL at every BEGIN would cost a round trip per transaction.
+  call: asyncpg's command_timeout, and backend.db.engines.statement_deadline for psycopg2.
+  Not the server's statement_timeout: as a startup option PgBouncer refuses it (unsupported
+  startup parameter: options), and SET LOCAL at every BEGIN would cost a round trip per
+  transaction.
 
 Either way the connection is discarded and the request answers 503, like any lost connection.
 """
@@ -21,8 +22,8 @@ from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from backend.db.deadline import bounded_connection_factory
-from backend.db.errors import no_answer
+from backend.db.engines.error_reports import no_answer
+from backend.db.engines.statement_deadline import bounded_connection_factory
 
 PROBES = 3  # keepalive probes, a third of the timeout apart
 

@@ -7,7 +7,7 @@ Django's DATABASE_ROUTERS `db_for_read` does per query. The router checks a conn
 a replica's pool *before* the session uses it, so a replica that cannot be reached is skipped
 with nothing run on it, and the read goes to the next replica, or to the primary
 (DATABASE_READ_FALLBACK=primary), or answers 503 (fail). What it knows of each replica is in
-backend/db/replicas.py.
+backend/db/reads/replicas.py.
 """
 
 import select
@@ -24,10 +24,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db.errors import NoReadReplica, label
-from backend.db.readonly import ReadOnlySession
-from backend.db.replicas import ReplicaSet, measure_lag
-from backend.db.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
+from backend.db.engines.error_reports import label
+from backend.db.engines.errors import NoReadReplica
+from backend.db.reads.readonly import ReadOnlySession
+from backend.db.reads.replicas import ReplicaSet, measure_lag
+from backend.db.sessions.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
 from backend.settings import DatabaseSettings, replica_errors
 
 

@@ -1,4 +1,9 @@
-"""Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options."""
+"""Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options.
+
+The one module of backend/db/engines/ that reaches into backend/db/reads/: a read engine is
+built here with the read-only guards of backend/db/reads/readonly.py installed on it, which
+know nothing of engines being built (they import only the statement check, readsql.py).
+"""
 
 import logging
 from importlib.util import find_spec
@@ -9,18 +14,18 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db.connect import retry_connects
-from backend.db.errors import label
-from backend.db.ping import ping_when_idle
-from backend.db.pool import TimedAsyncQueuePool, TimedQueuePool, pool_sizes
-from backend.db.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
-from backend.db.timeouts import (
+from backend.db.connection.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
+from backend.db.engines.connect_retry import retry_connects
+from backend.db.engines.error_reports import label
+from backend.db.engines.ping import ping_when_idle
+from backend.db.engines.pool import TimedAsyncQueuePool, TimedQueuePool, pool_sizes
+from backend.db.engines.tcp_timeouts import (
     bound_asyncpg_waits,
     discard_desynced_connections,
     libpq_tcp_parameters,
 )
-from backend.db.timeouts import psycopg2_connect_args as bounded_waits
-from backend.db.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
+from backend.db.engines.tcp_timeouts import psycopg2_connect_args as bounded_waits
+from backend.db.reads.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.settings import DatabaseSettings, MissingDriver
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ background tasks run there too). If every worker were a route waiting for a conn
 the requests holding the connections would wait for a worker forever: the tutorial
 pattern's deadlock, measured here as 121 of 256 requests answered 503 after pool_timeout.
 Two rules break that cycle:
-- admission (backend/db/admission.py): a request that may use a sync session is admitted on
+- admission (backend/db/sessions/admission.py): a request that may use a sync session is admitted on
   the event loop, before its first threadpool call, and no more are admitted than the
   threadpool has workers; so the requests waiting for a connection can never hold every worker;
 - the close of a sync session (a ROLLBACK round trip) runs on a small executor of its own,
-  neither on the event loop nor in FastAPI's threadpool (backend/db/closing.py).
+  neither on the event loop nor in FastAPI's threadpool (backend/db/sessions/closing.py).
 Admission is waited for no longer than the pool_timeout, and then answered 503 as a full pool
 is. A WebSocket gives its place back once accepted: its handler runs on the event loop, where
 a sync session neither holds a worker while it waits nor needs one to give its connection
@@ -53,8 +53,12 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.db.admission import acquire_admission, admission_gate
-from backend.db.closing import close_or_invalidate, close_or_invalidate_now, closed_without_io
+from backend.db.sessions.admission import acquire_admission, admission_gate
+from backend.db.sessions.closing import (
+    close_or_invalidate,
+    close_or_invalidate_now,
+    closed_without_io,
+)
 
 logger = logging.getLogger(__name__)
 

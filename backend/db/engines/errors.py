@@ -1,13 +1,17 @@
-"""What kind of failure a database error is (outage, misconfiguration, timeout), and how to
-say so without a secret."""
+"""What kind of failure a database error is (outage, misconfiguration, timeout), by SQLSTATE
+or, where the driver gives none, by the server's or libpq's primary message; and the setting
+to fix when it is a refusal no retry will change.
 
-import contextlib
+Which server an error came from, and its words without a secret, are
+backend/db/engines/error_reports.py's.
+"""
+
 import re
 import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -268,64 +272,6 @@ def classify(exc: BaseException) -> Verdict | None:
 
 def _no_answer(exc: DBAPIError) -> bool:
     return "(the statement timeout)" in str(exc.orig)
-
-
-# Which server an error came from, for its log line: SQLAlchemy's exception does not say which
-# engine raised it, and an app has a primary and maybe replicas. Engines label their errors.
-_HOST = "backend_host"
-
-
-def label(exc: BaseException, host: str) -> None:
-    # Inside SQLAlchemy's handle_error an exception raised here would replace the real one:
-    # a driver's exception type without a __dict__ simply stays unlabelled.
-    with contextlib.suppress(AttributeError, TypeError):
-        setattr(exc, _HOST, host)
-
-
-def failed_host(exc: BaseException) -> str | None:
-    """The host of the engine that raised `exc`, if one labelled it."""
-    host = getattr(exc, _HOST, None)
-    return host if isinstance(host, str) else None
-
-
-def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
-    """What a connect that failed for good raises: the same on both paths.
-
-    psycopg2 raises OperationalError for whatever the server answers a connect with (unknown
-    database, wrong password, too many connections), so the sync path calls each unavailable.
-    asyncpg's server errors reach SQLAlchemy as the dialect's generic Error instead, which by
-    SQLSTATE alone would make the same failure a 500 there (3D000, 28P01): it becomes the
-    dialect's OperationalError too, with asyncpg's error, and so its SQLSTATE, kept.
-    """
-    operational: type[Exception] = dbapi.OperationalError
-    from_driver: bool = isinstance(exc, dbapi.Error)
-    if not from_driver:
-        # asyncpg raises OSError (refused, reset) as it is; as the DBAPI's error, SQLAlchemy
-        # wraps it like any other failed connect (OperationalError).
-        return operational(str(exc))
-    if getattr(exc, "sqlstate", None) and not isinstance(exc, operational):
-        return operational(str(exc), getattr(exc, "orig", None))
-    return exc
-
-
-def no_answer(seconds: float) -> str:
-    """Both paths' words for a statement timeout (DATABASE_STATEMENT_TIMEOUT)."""
-    return f"no answer from the server within {seconds:g} s (the statement timeout)"
-
-
-def describe(exc: BaseException) -> str:
-    """The driver's own first line, without SQLAlchemy's link.
-
-    Nothing is searched and replaced: the password is hidden where it is structure, as a URL
-    component (SQLAlchemy's URL rendering), and the drivers do not echo it. Replacing its text
-    would mangle messages (a password `p` made "O***erationalError") and show where it is.
-    """
-    if isinstance(exc, PoolTimeoutError):
-        # SQLAlchemy's words name the pool's size, overflow and timeout.
-        return f"connection pool exhausted: {str(exc).split(' (Background')[0]}"
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(cause).strip().splitlines() or [""]
-    return f"{type(cause).__name__}: {lines[0].split(' (Background')[0]}"
 
 
 def database_errors() -> tuple[type[SQLAlchemyError], ...]:

@@ -1,6 +1,7 @@
 """Pure rules on a database URL: driver scheme, Neon's pooler, libpq → psycopg2 and asyncpg.
 
-Where a URL connects is resolved in backend.db.target, its TLS in backend.db.tls.
+Where a URL connects is resolved in backend.db.connection.target, its TLS in
+backend.db.connection.tls.
 """
 
 from dataclasses import dataclass, field
@@ -8,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from backend.db.target import Target, resolve
-from backend.db.tls import (
+from backend.db.connection.target import Target, resolve
+from backend.db.connection.tls import (
     TLS_FILES,
     asyncpg_ssl,
     check_client_key,
@@ -18,7 +19,8 @@ from backend.db.tls import (
 )
 from backend.settings import ConfigurationError, DatabaseSettings
 
-# Where the target lives in a URL's query; both drivers get it from backend.db.target instead.
+# Where the target lives in a URL's query; both drivers get it from
+# backend.db.connection.target instead.
 TARGET_PARAMETERS = frozenset({"host", "hostaddr", "port"})
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg2
 from psycopg2.extensions import connection, cursor
 
-from backend.db.errors import no_answer
+from backend.db.engines.error_reports import no_answer
 
 T = TypeVar("T")
 

@@ -1,8 +1,8 @@
 """Admission: how many requests may use sync sessions at once, and how long one waits.
 
-A sync session holds its connection until the response is sent, and after a sync route
-FastAPI still needs its threadpool. Were every worker a route waiting for a connection, the
-requests holding the connections would wait for a worker for ever (backend/db/scope.py). So a
+A sync session holds its connection until the response is sent, and after a sync route FastAPI
+still needs its threadpool. Were every worker a route waiting for a connection, the requests
+holding the connections would wait for a worker for ever (backend/db/sessions/scope.py). So a
 request that may use a sync session is admitted on the event loop first, and no more are
 admitted than the threadpool has workers; the wait is bounded by the pool_timeout.
 """

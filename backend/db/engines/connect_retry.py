@@ -12,8 +12,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from backend.db.errors import as_connect_error, is_transient_connect_error
-from backend.db.greenlet import await_
+from backend.db.engines.errors import is_transient_connect_error
+from backend.db.engines.greenlet import await_
 
 FIRST_BACKOFF = 0.2  # seconds; doubled after each failed attempt, with ±50% jitter
 
@@ -50,3 +50,23 @@ def retry_connects(engine: Engine, retries: int, budget: float) -> None:
             await_(asyncio.sleep(pause)) if dialect.is_async else time.sleep(pause)
             backoff *= 2
         raise AssertionError("unreachable")
+
+
+def as_connect_error(exc: Exception, dbapi: Any) -> Exception:
+    """What a connect that failed for good raises: the same on both paths.
+
+    psycopg2 raises OperationalError for whatever the server answers a connect with (unknown
+    database, wrong password, too many connections), so the sync path calls each unavailable.
+    asyncpg's server errors reach SQLAlchemy as the dialect's generic Error instead, which by
+    SQLSTATE alone would make the same failure a 500 there (3D000, 28P01): it becomes the
+    dialect's OperationalError too, with asyncpg's error, and so its SQLSTATE, kept.
+    """
+    operational: type[Exception] = dbapi.OperationalError
+    from_driver: bool = isinstance(exc, dbapi.Error)
+    if not from_driver:
+        # asyncpg raises OSError (refused, reset) as it is; as the DBAPI's error, SQLAlchemy
+        # wraps it like any other failed connect (OperationalError).
+        return operational(str(exc))
+    if getattr(exc, "sqlstate", None) and not isinstance(exc, operational):
+        return operational(str(exc), getattr(exc, "orig", None))
+    return exc

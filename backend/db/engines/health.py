@@ -10,7 +10,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, QueuePool, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.pool import TimedQueuePool
+from backend.db.engines.pool import TimedQueuePool
 
 PROBE = text("SELECT current_setting('server_version')")
 SERVER_SEES_TLS = text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")

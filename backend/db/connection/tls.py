@@ -10,7 +10,7 @@ would otherwise ask for it on the terminal, from inside the server.
 import ssl
 from pathlib import Path
 
-from backend.db.target import Target
+from backend.db.connection.target import Target
 from backend.settings import ConfigurationError, DatabaseSettings
 
 PLAINTEXT_SSLMODES = frozenset({"disable", "allow", "prefer"})

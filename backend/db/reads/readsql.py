@@ -1,8 +1,9 @@
 """Is a SQL statement a read? The read engines' early, friendly refusal — not their guard.
 
-The guard is the server's: every read runs in a READ ONLY transaction (backend/db/readonly.py),
-which refuses writes whatever the SQL says, functions included. What a read-only transaction
-does not stop is what outlives it on a pooled server connection, and what ends it early:
+The guard is the server's: every read runs in a READ ONLY transaction
+(backend/db/reads/readonly.py), which refuses writes whatever the SQL says, functions included.
+What a read-only transaction does not stop is what outlives it on a pooled server connection,
+and what ends it early:
 
 - session-level commands (SET, RESET, DISCARD, LISTEN, PREPARE, DECLARE … WITH HOLD, …):
   behind a transaction-mode pooler they stay on the server connection for the next client;
