@@ -35,7 +35,7 @@ _WHERE = {
     "ConfigurationError": "backend.settings",
     "Container": "backend.container",
     "OutsideRequestError": "backend.db.sessions.scope",
-    "ReadOnlyError": "backend.db.reads.readonly",
+    "ReadOnlyError": "backend.db.engines.readonly",
     "ReadSessionDep": "backend.container",
     "RequestScope": "backend.db.sessions.scope",
     "SessionDep": "backend.container",
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         SessionDep,
         use_database,
     )
-    from backend.db.reads.readonly import ReadOnlyError
+    from backend.db.engines.readonly import ReadOnlyError
     from backend.db.session import get_async_session, get_session
     from backend.db.sessions.scope import OutsideRequestError, RequestScope
     from backend.settings import ConfigurationError

@@ -24,7 +24,7 @@ from backend.db.connection.rules import check_rules
 from backend.db.connection.url import is_pooler
 from backend.db.engines.pool import pool_sizes
 from backend.db.session import default_container, use_container
-from backend.db.sessions.scope import RequestScopeMiddleware
+from backend.middleware import RequestScopeMiddleware
 from backend.settings import ConfigurationError
 from backend.wiring import check_wiring, resolve_markers_on_the_loop
 

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engines.build import create_async_db_engine, create_sync_engine
-from backend.db.reads.readonly import read_only_view
+from backend.db.engines.readonly import read_only_view
 from backend.db.reads.replica_health import ReadReplicas
 from backend.db.reads.replicas import ReplicaSet
 from backend.db.reads.routing import (

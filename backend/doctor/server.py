@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.db.connection.url import psycopg2_connect_args
 from backend.db.engines.error_reports import describe
 from backend.db.engines.errors import classify
-from backend.db.reads.readonly import READ_ONLY_OPTIONS
+from backend.db.engines.readonly import READ_ONLY_OPTIONS
 from backend.doctor.budget import Budget
 from backend.doctor.report import Step
 from backend.settings import DatabaseSettings

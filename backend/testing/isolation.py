@@ -39,8 +39,8 @@ from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db.reads.readonly import ReadOnlyError, ReadOnlySession
-from backend.db.reads.readsql import not_a_read
+from backend.db.engines.readonly import ReadOnlyError, ReadOnlySession
+from backend.db.engines.readsql import not_a_read
 from backend.db.sessions.scope import SESSION_OPTIONS
 
 JOINED: dict[str, Any] = {**SESSION_OPTIONS, "join_transaction_mode": "create_savepoint"}

@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from backend.container import Container, SessionDep
 from backend.db.session import get_session
-from backend.db.sessions.scope import RequestScopeMiddleware
+from backend.middleware import RequestScopeMiddleware
 from tests.conftest import serving, use_database
 
 CONCURRENT = 256

@@ -23,7 +23,7 @@ from backend.container import (
     SessionDep,
     use_database,
 )
-from backend.db.reads.readonly import ReadOnlyError
+from backend.db.engines.readonly import ReadOnlyError
 from backend.db.session import get_async_session, get_session
 from backend.main import create_app
 from backend.wiring import WiringError

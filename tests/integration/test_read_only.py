@@ -23,8 +23,8 @@ from sqlalchemy.engine import URL
 from sqlmodel import col, select
 
 from backend.container import AsyncReadSessionDep, Container, ReadSessionDep, SessionDep
-from backend.db.reads import readonly
-from backend.db.reads.readonly import ReadOnlyError
+from backend.db.engines import readonly
+from backend.db.engines.readonly import ReadOnlyError
 from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
 

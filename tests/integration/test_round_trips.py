@@ -20,7 +20,7 @@ from backend.container import (
     ReadSessionDep,
     SessionDep,
 )
-from backend.db.reads.readonly import ReadOnlyError
+from backend.db.engines.readonly import ReadOnlyError
 from backend.testing.front import TlsFront
 from backend.testing.postgres import TestServer
 from tests.conftest import serving, use_database

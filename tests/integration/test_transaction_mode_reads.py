@@ -18,7 +18,7 @@ from backend.container import (
     ReadSessionDep,
     SessionDep,
 )
-from backend.db.reads.readonly import ReadOnlyError
+from backend.db.engines.readonly import ReadOnlyError
 from backend.testing.databases import TestDatabase
 from tests.conftest import serving
 

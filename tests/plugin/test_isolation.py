@@ -120,7 +120,7 @@ def test_a_read_session_still_refuses_writes(pytester: pytest.Pytester) -> None:
         test_reads="""
         import pytest
 
-        from backend.db.reads.readonly import ReadOnlyError
+        from backend.db.engines.readonly import ReadOnlyError
 
 
         @pytest.mark.parametrize("route", ["/read/items", "/read/sql"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from backend.db.reads.readsql import not_a_read, not_a_read_as_sent
+from backend.db.engines.readsql import not_a_read, not_a_read_as_sent
 
 note = sa.table("note", sa.column("id"), sa.column("text"))
 

@@ -1,9 +1,5 @@
-"""Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options.
-
-The one module of backend/db/engines/ that reaches into backend/db/reads/: a read engine is
-built here with the read-only guards of backend/db/reads/readonly.py installed on it, which
-know nothing of engines being built (they import only the statement check, readsql.py).
-"""
+"""Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options;
+a read engine with its read-only guards (readonly.py) installed."""
 
 import logging
 from importlib.util import find_spec
@@ -19,13 +15,13 @@ from backend.db.engines.connect_retry import retry_connects
 from backend.db.engines.error_reports import label
 from backend.db.engines.ping import ping_when_idle
 from backend.db.engines.pool import TimedAsyncQueuePool, TimedQueuePool, pool_sizes
+from backend.db.engines.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.db.engines.tcp_timeouts import (
     bound_asyncpg_waits,
     discard_desynced_connections,
     libpq_tcp_parameters,
 )
 from backend.db.engines.tcp_timeouts import psycopg2_connect_args as bounded_waits
-from backend.db.reads.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.settings import DatabaseSettings, MissingDriver
 
 logger = logging.getLogger(__name__)

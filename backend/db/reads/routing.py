@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.engines.error_reports import label
 from backend.db.engines.errors import NoReadReplica
-from backend.db.reads.readonly import ReadOnlySession
+from backend.db.engines.readonly import ReadOnlySession
 from backend.db.reads.replicas import ReplicaSet, measure_lag
 from backend.db.sessions.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
 from backend.settings import DatabaseSettings, replica_errors

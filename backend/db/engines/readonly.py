@@ -20,7 +20,7 @@ every write (functions included), on a direct host or behind a transaction-mode 
   pool.
 
 Before a statement is sent, PostgreSQL's parser reads it as sent (psycopg2's with its
-parameters bound) and refuses what is not one read (backend/db/reads/readsql.py): a friendly early
+parameters bound) and refuses what is not one read (backend/db/engines/readsql.py): a friendly early
 error for a write, and the refusal of what a read-only transaction does not stop and a pooler
 would leak to the next client (SET, set_config(), LISTEN, …).
 
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
-from backend.db.reads.readsql import not_a_read_as_sent
+from backend.db.engines.readsql import not_a_read_as_sent
 
 READ_ONLY_SETTING = "default_transaction_read_only"
 READ_ONLY_OPTIONS = f"-c {READ_ONLY_SETTING}=on"

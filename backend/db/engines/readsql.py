@@ -1,7 +1,7 @@
 """Is a SQL statement a read? The read engines' early, friendly refusal — not their guard.
 
 The guard is the server's: every read runs in a READ ONLY transaction
-(backend/db/reads/readonly.py), which refuses writes whatever the SQL says, functions included.
+(backend/db/engines/readonly.py), which refuses writes whatever the SQL says, functions included.
 What a read-only transaction does not stop is what outlives it on a pooled server connection,
 and what ends it early:
 
