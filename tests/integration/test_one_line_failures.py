@@ -129,7 +129,7 @@ def test_under_uvicorn_the_sentence_is_the_last_line_of_the_failure(
     assert lines[-2:-1] in ([""], [])  # uvicorn ends the traceback with an empty line
     # Not the blank lines, nor the ~~~^^^ position markers Python 3.13 prints under more lines.
     failure = [line for line in lines if line.strip(" ~^")]
-    assert failure[-2] == f"backend.settings.ConfigurationError: {sentence}"
+    assert failure[-2] == f"backend.settings.errors.ConfigurationError: {sentence}"
     start = next(i for i, line in enumerate(failure) if "Traceback" in line)
     # Starlette's and the lifespan's few frames (17 lines with the sentence), not the 38 that
     # dependency-injector's frames made of it.
