@@ -355,7 +355,8 @@ def test_a_stopped_standby_sends_reads_to_the_primary_and_they_return_when_it_is
     # Why, as the replica's state last heard it: the refused connect, or the read that was cut
     # when the standby stopped (/health/db answers from that state until its retry is due).
     assert re.search(
-        r"Connection refused|Connect call failed|terminating connection", down["error"]
+        r"Connection refused|Connect call failed|terminating connection|closed in the middle",
+        down["error"],
     ), down
     answered_by = {body["port"] for _, status, body, _ in reader.answers if status == 200}
     assert answered_by == {standby.port, cluster.primary.port}
