@@ -21,10 +21,10 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.container import Container
 from backend.db.connection.rules import check_rules
 from backend.db.connection.tls import effective_sslmode
 from backend.db.connection.url import is_pooler, target_of
+from backend.db.container import Container
 from backend.doctor import network, server
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed

@@ -23,14 +23,15 @@ from psycopg2.extensions import libpq_version
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
+from backend import Container
 from backend.api.health import database_health
-from backend.container import DEFAULTS_FILE, Container
 from backend.db.connection.url import (
     AsyncpgTarget,
     asyncpg_target,
     psycopg2_connect_args,
     psycopg2_url,
 )
+from backend.db.container import DEFAULTS_FILE
 from backend.settings import ConfigurationError, DatabaseSettings, load_settings
 from tests.unit.drivers import libpq_addresses
 
