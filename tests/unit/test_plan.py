@@ -2,6 +2,7 @@
 `python -m backend check` say is what it holds. Nothing here reaches a server: the URLs name
 127.0.0.x:1, where nothing listens."""
 
+import argparse
 import logging
 import ssl
 from collections import Counter
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.app import _checked, say_which_database, say_which_replicas
-from backend.cli import checked_settings
+from backend.cli import BAD_SETTING, CommandError, check, checked_settings
 from backend.container import Container
 from backend.db.connection import plan as plan_module
 from backend.db.connection.plan import ConnectionPlan
@@ -172,3 +173,18 @@ def test_a_plan_is_a_value_of_its_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert plan.psycopg2.url.query["sslmode"] == plan.sslmode
     assert plan.asyncpg.url.drivername == "postgresql+asyncpg"
     assert container.engine().url.query["sslmode"] == plan.sslmode
+
+
+def test_check_checks_each_replica_through_its_plan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m backend check` reads the replicas' plans, the app's: a refusal names the
+    replica's variable, as at the app's start."""
+    bad = REPLICA + "?sslrootcert=/nonexistent/ca.pem"
+    make_container(monkeypatch, PRIMARY, DATABASE_READ_URL=f"{REPLICA} {bad}")
+    args = argparse.Namespace(json=False, workers=1, engines=("engine",), pings=1)
+    message = r"^sslrootcert in DATABASE_READ_URL \(URL 2 of 2\) names /nonexistent/ca\.pem"
+    with pytest.raises(CommandError, match=message) as refused:
+        check.run(args)
+    assert refused.value.code == BAD_SETTING
+    assert "✘ tcp" in capsys.readouterr().out  # the primary was checked first, as before
