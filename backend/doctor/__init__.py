@@ -71,7 +71,7 @@ def run_checks(
         return report.add(step, ms)
 
     for endpoint in target.endpoints:
-        (step, addresses), ms = timed(partial(network.dns, endpoint, settings.origin("host")))
+        (step, addresses), ms = timed(partial(network.dns, endpoint, plan.origin("host")))
         step.facts.setdefault("host", endpoint.host or endpoint.address)
         if add(step, ms).status != "pass":
             continue
