@@ -26,39 +26,42 @@ __all__ = [
     "get_async_session",
     "get_session",
     "install",
+    "provide",
     "use_database",
 ]
 
 _WHERE = {
-    "AsyncReadSessionDep": "backend.container",
-    "AsyncSessionDep": "backend.container",
+    "AsyncReadSessionDep": "backend.db.deps",
+    "AsyncSessionDep": "backend.db.deps",
     "ConfigurationError": "backend.settings",
-    "Container": "backend.container",
+    "Container": "backend.db.container",
     "OutsideRequestError": "backend.db.sessions.scope",
     "ReadOnlyError": "backend.db.engines.readonly",
-    "ReadSessionDep": "backend.container",
+    "ReadSessionDep": "backend.db.deps",
     "RequestScope": "backend.db.sessions.scope",
-    "SessionDep": "backend.container",
+    "SessionDep": "backend.db.deps",
     "WiringError": "backend.wiring",
     "create_app": "backend.app",
-    "get_async_session": "backend.db.session",
-    "get_session": "backend.db.session",
+    "get_async_session": "backend.db.deps",
+    "get_session": "backend.db.deps",
     "install": "backend.app",
-    "use_database": "backend.container",
+    "provide": "backend.db.deps",
+    "use_database": "backend.db.container",
 }
 
 if TYPE_CHECKING:
     from backend.app import create_app, install
-    from backend.container import (
+    from backend.db.container import Container, use_database
+    from backend.db.deps import (
         AsyncReadSessionDep,
         AsyncSessionDep,
-        Container,
         ReadSessionDep,
         SessionDep,
-        use_database,
+        get_async_session,
+        get_session,
+        provide,
     )
     from backend.db.engines.readonly import ReadOnlyError
-    from backend.db.session import get_async_session, get_session
     from backend.db.sessions.scope import OutsideRequestError, RequestScope
     from backend.settings import ConfigurationError
     from backend.wiring import WiringError

@@ -16,13 +16,12 @@ from sqlalchemy import Engine, QueuePool
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend import api
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
-from backend.container import Container
 from backend.db.connection.plan import ConnectionPlan
+from backend.db.container import Container
+from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
-from backend.db.session import default_container, use_container
 from backend.middleware import RequestScopeMiddleware
 from backend.settings import ConfigurationError
 from backend.wiring import check_wiring, resolve_markers_on_the_loop
@@ -45,7 +44,7 @@ def install(
     shutdown handlers) that checks the settings, wires `wire` (modules or packages, objects or
     dotted names) to the container, and disposes the engines it built at shutdown.
 
-    Without a container, the default one (`backend.db.session`'s) is the app's. The one used
+    Without a container, the default one (backend/db/deps.py) is the app's. The one used
     is returned, and kept as `app.state.container`: where tests bind their database.
     """
     if getattr(app.state, "container", None) is not None:
@@ -69,7 +68,7 @@ def install(
         modules = [importlib.import_module(m) if isinstance(m, str) else m for m in wire]
         active.wire(
             modules=[m for m in modules if not hasattr(m, "__path__")],
-            packages=[api, *(m for m in modules if hasattr(m, "__path__"))],
+            packages=[m for m in modules if hasattr(m, "__path__")],
         )
         resolve_markers_on_the_loop(app)
         check_wiring(app, active)

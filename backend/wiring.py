@@ -16,11 +16,10 @@ from dependency_injector.wiring import Closing, Provide
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
-from backend.container import ClosingOnLoop, ProvideOnLoop, request_session_kind
+from backend.db.deps import ClosingOnLoop, ProvideOnLoop, session_kind
 
 # dependency-injector's stubs present its markers as instances of a protocol; they are classes.
 PROVIDE, CLOSING = cast(type, Provide), cast(type, Closing)
-ON_LOOP, CLOSING_ON_LOOP = cast(type, ProvideOnLoop), cast(type, ClosingOnLoop)
 
 if TYPE_CHECKING:
     # FastAPI's undocumented model of a route's dependencies (route.dependant): for the type
@@ -65,27 +64,32 @@ def check_wiring(app: FastAPI, container: Any) -> None:
 
 def resolve_markers_on_the_loop(app: FastAPI) -> None:
     """Make each `Provide[...]` (or `Closing[Provide[...]]`) in `app`'s routes that reaches a
-    request session resolve as the layer's own aliases do: on the event loop, from the
-    request's app container, with the request admitted to sync sessions first.
+    request session resolve as the layer's own aliases do (backend/db/deps.py): on the event
+    loop, from the request's app container, with the request admitted to sync sessions first.
 
     FastAPI calls a marker as a sync dependency, in its threadpool; a request session asked
     for from there would be taken by a request that already holds a worker, which is how a
-    pool smaller than the threadpool deadlocks (backend/db/sessions/scope.py). The marker keeps its
-    provider and its class's place in dependency-injector's eyes (ProvideOnLoop is a Provide,
+    pool smaller than the threadpool deadlocks (backend/db/sessions/scope.py). The marker keeps
+    its provider and its place in dependency-injector's eyes (ProvideOnLoop is a Provide,
     ClosingOnLoop a Closing), and hands FastAPI the session itself, which @inject passes on.
     """
     for route in _routes(app.routes):
         if isinstance(route, APIRoute | APIWebSocketRoute):
             for _, _, marker in _markers(route.dependant):
                 kind, inner = type(marker), getattr(marker, "provider", None)
-                if kind is PROVIDE and request_session_kind(inner):
-                    marker.__class__ = ON_LOOP
+                if kind is PROVIDE and _reaches_a_session(inner):
+                    marker.__class__ = ProvideOnLoop
                 elif (
                     kind is CLOSING
                     and type(inner) is PROVIDE
-                    and request_session_kind(getattr(inner, "provider", None))
+                    and _reaches_a_session(getattr(inner, "provider", None))
                 ):
-                    marker.__class__ = CLOSING_ON_LOOP
+                    marker.__class__ = ClosingOnLoop
+
+
+def _reaches_a_session(provider: object) -> bool:
+    # A marker may name its provider by a string (`Provide["session"]`): left to the wiring.
+    return hasattr(provider, "traverse") and bool(session_kind(provider))  # type: ignore[arg-type]
 
 
 def _routes(routes: Iterable[Any]) -> Iterator[Any]:
@@ -102,9 +106,9 @@ def _routes(routes: Iterable[Any]) -> Iterator[Any]:
 def _markers(dependant: "Dependant") -> Iterator[tuple[Any, str, Any]]:
     for dependency in dependant.dependencies:
         marker = dependency.call
-        # The aliases' ProvideOnLoop resolves itself from the request's app container.
+        # A ProvideOnLoop resolves itself from the request's app container, wired or not.
         is_marker = getattr(marker, "__IS_MARKER__", False)  # dependency-injector's own flag
-        if is_marker and not isinstance(marker, ON_LOOP):
+        if is_marker and not isinstance(marker, ProvideOnLoop):
             yield dependant.call, str(dependency.name), marker
         yield from _markers(dependency)
 
@@ -120,7 +124,7 @@ def _why_unresolved(function: Any, parameter: str, own: set[int]) -> str | None:
         # Wiring is process-wide: the module was wired to another app's container last.
         return (
             "its module is wired to another container (the last wire() wins): pass it to "
-            "this app's create_app(wire=[...]), or take ProvideOnLoop[...], which resolves "
-            "from the request's own app"
+            "this app's create_app(wire=[...]), or take Depends(provide(...)), which "
+            "resolves from the request's own app"
         )
     return None

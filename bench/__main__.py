@@ -220,7 +220,7 @@ def round_trips(database: TestServer, name: str) -> dict[str, float]:
 
 
 COLD_BASE = "import fastapi, sqlmodel"
-COLD_OURS = "import backend.main\nfrom backend.container import Container\nContainer().settings()"
+COLD_OURS = "import backend.main\nfrom backend import Container\nContainer().settings()"
 
 
 def cold_path(url: URL, runs: int = 7) -> tuple[float, float, float, float]:

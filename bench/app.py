@@ -13,7 +13,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlmodel import Session
 
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     AsyncSessionDep,
     Container,

@@ -33,7 +33,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import SQLModel, select
 
-from backend.container import Container
+from backend import Container
 from backend.testing.databases import Databases, TestDatabase
 from backend.testing.postgres import TestServer, run_test_server
 

@@ -17,7 +17,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlmodel import Session
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
 
 router = APIRouter()

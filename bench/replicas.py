@@ -33,7 +33,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import URL
 
-from backend.container import AsyncReadSessionDep, ReadSessionDep
+from backend import AsyncReadSessionDep, ReadSessionDep
 from backend.embedded import free_port
 from backend.main import create_app
 from bench.__main__ import ROOT, Run, wrk

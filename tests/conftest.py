@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import Container
-from backend.db import session as session_module
+from backend import Container
+from backend.db import deps
 from backend.main import create_app
 from backend.testing.databases import TestDatabase
 from backend.testing.postgres import TestServer
@@ -23,7 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("DATABASE_", "PG")) or name == "BACKEND_CONFIG":
             monkeypatch.delenv(name)
-    session_module.forget_default_container()
+    deps.forget_default_container()
 
 
 # The suite runs on backend.testing's plugin, as a user's suite does (docs/testing.md); these

@@ -10,7 +10,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.api.errors import answer
-from backend.container import Container, ProvideOnLoop
+from backend.db.container import Container
+from backend.db.deps import provide
 from backend.db.engines.errors import Verdict, classify
 from backend.db.engines.health import probe_async, probe_shared, prober
 from backend.db.reads.replica_health import ReadReplicas
@@ -27,8 +28,8 @@ router = APIRouter(tags=["health"])
 )
 async def database_health(
     request: Request,
-    engine: Engine | AsyncEngine = Depends(ProvideOnLoop[Container.probed_engine]),
-    replicas: ReadReplicas = Depends(ProvideOnLoop[Container.read_replicas]),
+    engine: Engine | AsyncEngine = Depends(provide(Container.probed_engine)),
+    replicas: ReadReplicas = Depends(provide(Container.read_replicas)),
 ) -> JSONResponse:
     # Async, with the sync probes on threads of their own: the route takes no worker from
     # FastAPI's threadpool, so health checks cannot keep the session routes waiting.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from backend.container import Container
+from backend.db.container import Container
 from backend.embedded import UNPRIVILEGED_USER, reachable_data_dir
 from backend.settings import ConfigurationError, DatabaseSettings
 

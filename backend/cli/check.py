@@ -14,8 +14,8 @@ from dataclasses import replace
 from dependency_injector import providers
 
 from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
-from backend.container import Container
 from backend.db.connection.plan import ConnectionPlan
+from backend.db.container import Container
 from backend.doctor import Options, Report, Step, run_checks
 from backend.doctor.budget import ENGINES
 from backend.doctor.report import as_line

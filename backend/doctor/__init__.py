@@ -21,8 +21,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.container import Container
 from backend.db.connection.plan import ConnectionPlan
+from backend.db.container import Container
 from backend.doctor import network, server
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed

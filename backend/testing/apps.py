@@ -23,8 +23,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.container import Container
-from backend.db.session import default_container
+from backend.db.container import Container
+from backend.db.deps import default_container
 from backend.testing.databases import TestDatabase
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.container import Container, use_database
+from backend.db.container import Container, use_database
 from backend.testing.isolation import MAKERS, OuterTransaction
 from backend.testing.postgres import Door, TestServer
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 from sqlmodel import Field, Session, SQLModel
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from tests.conftest import serving, use_database
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from backend.container import Container, SessionDep
+from backend import Container, SessionDep
 from backend.db.session import get_session
 from backend.middleware import RequestScopeMiddleware
 from tests.conftest import serving, use_database

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from backend.container import Container, SessionDep
+from backend import Container, SessionDep
 from tests.conftest import serving, use_database
 
 CONCURRENT = 256

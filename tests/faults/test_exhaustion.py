@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from tests.faults.service import running_service, wait_until
 
 

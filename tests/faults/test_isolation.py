@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from backend.db.sessions.scope import make_async_session_maker, make_session_maker
 from tests.conftest import serving, use_database
 

@@ -4,7 +4,7 @@ import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.container import Container
+from backend import Container
 from backend.main import create_app
 from backend.settings import ConfigurationError
 from backend.testing.postgres import Door, TestServer

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.container import Container
+from backend import Container
 from backend.testing.postgres import TestServer
 from tests.conftest import use_database
 

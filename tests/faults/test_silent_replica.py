@@ -18,7 +18,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter
 from sqlalchemy.engine import URL
 
-from backend.container import Container, SessionDep
+from backend import Container, SessionDep
 from tests.conftest import serving, use_database
 
 router = APIRouter()

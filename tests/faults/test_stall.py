@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from backend.testing.front import TlsFront
 from backend.testing.postgres import TestServer
 from tests.conftest import use_database

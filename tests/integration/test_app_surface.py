@@ -16,7 +16,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import backend.db.session as db
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     Container,
     ReadSessionDep,
@@ -161,12 +161,24 @@ def test_session_module_names_are_typed_and_built_once(
 
 
 def test_session_and_container_import_no_cycle() -> None:
-    import backend.container
+    import backend.db.container
 
-    assert "backend.db.session" not in vars(backend.container)
+    assert "backend.db.session" not in vars(backend.db.container)
     # Nothing the container module holds comes from backend.db.session (the module itself, or
     # a name defined there): the session module sits above the container, not below it.
     assert not any(
         "backend.db.session" in (getattr(v, "__name__", None), getattr(v, "__module__", None))
-        for v in vars(backend.container).values()
+        for v in vars(backend.db.container).values()
     )
+
+
+def test_the_earlier_import_paths_still_work() -> None:
+    from backend import Container as public_container
+    from backend import SessionDep as public_alias
+    from backend import create_app as public_create_app
+    from backend import use_database as public_use_database
+    from backend.container import Container, SessionDep, use_database
+    from backend.main import create_app
+
+    assert (Container, SessionDep) == (public_container, public_alias)
+    assert (use_database, create_app) == (public_use_database, public_create_app)

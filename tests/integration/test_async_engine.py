@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from tests.conftest import use_database
 
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from backend.testing.front import TlsFront
 from backend.testing.postgres import TestServer
 from tests.conftest import use_database

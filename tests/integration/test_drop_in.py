@@ -41,7 +41,7 @@ from backend import (
     get_session,
     install,
 )
-from backend.container import use_database as point_at
+from backend import use_database as point_at
 from tests.conftest import use_database
 
 PID = sa.text("SELECT pg_backend_pid()")
@@ -154,7 +154,7 @@ def test_a_plain_apps_session_is_closed_and_loud_after_its_request(database: URL
 
 
 def test_a_plain_app_returns_every_connection(database: URL) -> None:
-    from backend.db.session import default_container
+    from backend.db.deps import default_container
 
     app = FastAPI()
     app.include_router(plain)

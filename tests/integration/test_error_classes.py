@@ -16,8 +16,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
+from backend import AsyncSessionDep, Container, SessionDep, use_database
 from backend.api.errors import answer
-from backend.container import AsyncSessionDep, Container, SessionDep, use_database
 from backend.db.engines.error_reports import label
 from backend.db.engines.errors import Verdict, classify
 from backend.testing.postgres import TestServer

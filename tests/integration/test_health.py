@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from backend.embedded import PostgresServer, has_tls
 from backend.main import create_app
 from backend.testing.postgres import Certificates, TestServer, choose_bindir, new_server

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import AsyncReadSessionDep, Container, ReadSessionDep
+from backend import AsyncReadSessionDep, Container, ReadSessionDep
 from tests.conftest import serving, use_database
 
 FILES = 1100  # past 1024, so a socket opened next gets a descriptor select() refuses

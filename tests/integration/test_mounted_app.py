@@ -12,7 +12,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from tests.conftest import serving
 
 router = APIRouter()

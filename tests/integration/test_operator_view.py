@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL
 
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     AsyncSessionDep,
     Container,

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.container import Container
+from backend import Container
 from backend.db.engines.pool import TimedAsyncQueuePool
 from backend.db.sessions.scope import RequestScope
 from tests.conftest import use_database

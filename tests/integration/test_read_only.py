@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 from sqlmodel import col, select
 
-from backend.container import AsyncReadSessionDep, Container, ReadSessionDep, SessionDep
+from backend import AsyncReadSessionDep, Container, ReadSessionDep, SessionDep
 from backend.db.engines import readonly
 from backend.db.engines.readonly import ReadOnlyError
 from tests.conftest import serving, use_database

@@ -3,7 +3,7 @@
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import Container, use_database
+from backend import Container, use_database
 from backend.main import create_app
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlmodel import Field, Session, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.container import AsyncSessionDep, Container, ProvideOnLoop, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep, provide
 from backend.db.session import get_async_session, get_session
 from backend.db.sessions.scope import OutsideRequestError, RequestScope
 from tests.conftest import serving, use_database
@@ -61,8 +61,8 @@ class AppContainer(Container):
     async_notes = providers.Factory(AsyncNotesService, session=Container.async_session)
 
 
-NotesDep = Annotated[NotesService, Depends(ProvideOnLoop[AppContainer.notes])]
-AsyncNotesDep = Annotated[AsyncNotesService, Depends(ProvideOnLoop[AppContainer.async_notes])]
+NotesDep = Annotated[NotesService, Depends(provide(AppContainer.notes))]
+AsyncNotesDep = Annotated[AsyncNotesService, Depends(provide(AppContainer.async_notes))]
 
 
 @inject

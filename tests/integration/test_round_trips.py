@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     AsyncSessionDep,
     Container,

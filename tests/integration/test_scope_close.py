@@ -24,7 +24,7 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from sqlalchemy.engine import URL
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     AsyncSessionDep,
     Container,

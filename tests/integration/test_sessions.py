@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Field, Session, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from backend.db.session import get_async_session, get_session
 from tests.conftest import serving, use_database
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from backend.container import Container
+from backend import Container
 from tests.unit.test_client_key import run_on_a_terminal
 from tests.unit.tls_files import client_files
 
@@ -86,7 +86,7 @@ async def test_both_paths_reach_the_same_database(
 CONNECT_BOTH = """
 import asyncio
 import sqlalchemy as sa
-from backend.container import Container
+from backend import Container
 
 async def main():
     container = Container()

@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
-from backend.container import AsyncSessionDep, Container, SessionDep
+from backend import AsyncSessionDep, Container, SessionDep
 from backend.main import create_app
 from backend.testing.postgres import TestServer
 from tests.conftest import serving, use_database

@@ -11,7 +11,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from backend.container import (
+from backend import (
     AsyncReadSessionDep,
     AsyncSessionDep,
     Container,

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from dependency_injector.wiring import inject
 from fastapi import APIRouter
 
-from backend.container import SessionDep
+from backend import SessionDep
 from backend.main import create_app
 
 router = APIRouter()

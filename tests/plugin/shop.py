@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from backend.container import AsyncReadSessionDep, AsyncSessionDep, ReadSessionDep, SessionDep
+from backend import AsyncReadSessionDep, AsyncSessionDep, ReadSessionDep, SessionDep
 from backend.db.session import get_session
 from shop.models import Item
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from backend.container import Container
+from backend import Container
 from backend.doctor.budget import connection_budget
 
 LOCAL = "postgresql://u:p@127.0.0.1:5432/db"  # never connected to: engines connect on use

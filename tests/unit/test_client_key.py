@@ -25,7 +25,7 @@ from tests.unit.test_settings import NEON, make_container
 from tests.unit.tls_files import ClientFiles, client_files, tls_server
 
 TRY_BOTH_ENGINES = """
-from backend.container import Container
+from backend import Container
 from backend.settings import ConfigurationError
 container = Container()
 for name in ("engine", "async_engine"):

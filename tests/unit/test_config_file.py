@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.container import DEFAULTS_FILE, Container
+from backend import Container
+from backend.db.container import DEFAULTS_FILE
 from backend.settings import ConfigurationError
 
 URL = "postgresql://app:pw@ep-cool-1.eu-central-1.aws.neon.tech/app"

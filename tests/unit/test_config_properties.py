@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
+from backend import Container
 from backend.api.health import database_health
-from backend.container import DEFAULTS_FILE, Container
 from backend.db.connection.plan import ConnectionPlan, plan_connection
+from backend.db.container import DEFAULTS_FILE
 from backend.settings import ConfigurationError, DatabaseSettings, load_settings
 from tests.unit.drivers import libpq_addresses
 

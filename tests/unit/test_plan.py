@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import URL
 
+from backend import Container
 from backend.app import _checked, say_which_database, say_which_replicas
 from backend.cli import BAD_SETTING, CommandError, check, checked_settings
-from backend.container import Container
 from backend.db.connection import plan as plan_module
 from backend.db.connection.plan import ConnectionPlan
 from backend.doctor import Options, run_checks

@@ -2,7 +2,7 @@
 
 import pytest
 
-from backend.container import Container
+from backend import Container
 from backend.settings import ConfigurationError
 
 NEON = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb"

@@ -10,7 +10,7 @@ import ssl
 import psycopg2
 import pytest
 
-from backend.container import Container
+from backend import Container
 from backend.settings import ConfigurationError
 from tests.unit.drivers import (
     asyncpg_addresses,

@@ -100,8 +100,9 @@ class RequestScope:
     __slots__ = ("_admitted", "_closed", "_gate", "_lock", "_sessions", "_token", "container")
 
     def __init__(self, gate: asyncio.Semaphore | None = None, container: Any = None) -> None:
-        # The app's container, so that what a request asks for comes from its own app's
-        # providers, whatever container dependency-injector's process-wide wiring points at.
+        # The container of the app serving the request: where every request-time dependency
+        # (backend/db/deps.py) resolves from, whatever container dependency-injector's
+        # process-wide wiring points at; and whose pool_timeout bounds the admission wait.
         self.container = container
         self._sessions: dict[Callable[[], Any], Any] = {}
         self._lock = threading.Lock()
@@ -205,11 +206,6 @@ _current: ContextVar[RequestScope | None] = ContextVar("backend_request_scope", 
 
 def request_session(maker: Callable[[], S]) -> S:
     """The current request's session from `maker` (what `Container.session` provides)."""
-    return _current_scope().session(maker)
-
-
-def request_async_session(maker: Callable[[], S]) -> S:
-    """The same for an async maker; a function of its own so a marker can tell them apart."""
     return _current_scope().session(maker)
 
 

@@ -4,7 +4,7 @@ from dependency_injector.wiring import inject
 from fastapi import APIRouter, HTTPException
 from sqlmodel import select
 
-from backend.container import AsyncReadSessionDep, AsyncSessionDep, ReadSessionDep, SessionDep
+from backend import AsyncReadSessionDep, AsyncSessionDep, ReadSessionDep, SessionDep
 from heroes.models import Hero, HeroIn
 
 router = APIRouter(prefix="/heroes")
