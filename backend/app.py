@@ -18,8 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
-from backend.db.connection.rules import check_rules
-from backend.db.connection.url import is_pooler
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
 from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
@@ -168,7 +167,9 @@ def _checked(active: Container) -> Engine:
         probed = active.probed_engine()
         engine: Engine = probed.sync_engine if isinstance(probed, AsyncEngine) else probed
         if not active.engine.overridden and not active.async_engine.overridden:
-            check_rules(active.settings())  # the async path's too, not at its first request
+            # The plan applies the async path's rules too, not at its first request (building
+            # the write engine built it: this is the same plan).
+            active.connection_plan()
     except ConfigurationError as error:
         # uvicorn prints the lifespan's traceback: raised afresh, the setting's sentence is its
         # last line after a few frames, not after dependency-injector's thirty.
@@ -181,8 +182,8 @@ def say_which_database(container: Container, engine: Engine) -> None:
     _give_the_log_an_output()
     pool = engine.pool
     try:
-        settings = container.settings()
-        where = "pooler (PgBouncer, transaction mode)" if is_pooler(settings) else "direct"
+        plan = container.connection_plan()
+        where, settings = _kind_of(plan), plan.settings
         sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
         if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
             sizes += f" ({read[0]} + {read[1]} for the read engines)"
@@ -202,15 +203,19 @@ def say_which_replicas(container: Container) -> None:
     if container.engine.overridden or container.async_engine.overridden:
         return  # an engine given to the container has no replicas
     settings = container.settings()
-    for replica, engine in zip(settings.replicas, container.replica_engines(), strict=True):
+    for plan, engine in zip(container.replica_plans(), container.replica_engines(), strict=True):
         logger.info(
             "read replica %s, %s, sslmode=%s; max lag %s, without a replica: %s",
             engine.url.render_as_string(hide_password=True),
-            "pooler (PgBouncer, transaction mode)" if is_pooler(replica) else "direct",
-            engine.url.query.get("sslmode", "default"),
+            _kind_of(plan),
+            plan.sslmode,
             f"{settings.read_max_lag:g} s" if settings.read_max_lag else "unbounded",
             "read from the primary" if settings.read_fallback == "primary" else "503",
         )
+
+
+def _kind_of(plan: ConnectionPlan) -> str:
+    return "pooler (PgBouncer, transaction mode)" if plan.is_pooler else "direct"
 
 
 def _give_the_log_an_output() -> None:

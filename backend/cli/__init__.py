@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from backend.db.connection.rules import check_rules
 from backend.db.container import Container
 from backend.embedded import UNPRIVILEGED_USER, reachable_data_dir
 from backend.settings import ConfigurationError, DatabaseSettings
@@ -71,14 +70,13 @@ def data_folder(args: argparse.Namespace, say: Callable[[str], None]) -> Path:
 
 def checked_settings(container: Container | None = None) -> DatabaseSettings:
     """The settings of `container` (by default the one the app makes from DATABASE_*,
-    BACKEND_CONFIG and config.yml), with every engine's rules applied, as the app's start does;
-    a bad one is a CommandError: one line, exit code 3."""
+    BACKEND_CONFIG and config.yml), with every engine's rules applied (its connection plan
+    built), as the app's start does; a bad one is a CommandError: one line, exit code 3."""
     try:
-        settings = (container or Container()).settings()
-        check_rules(settings)
+        plan = (container or Container()).connection_plan()
     except ConfigurationError as error:
         raise CommandError(str(error), BAD_SETTING) from None
-    return settings
+    return plan.settings
 
 
 def workers_from_environment() -> int:

@@ -14,11 +14,12 @@ from dataclasses import replace
 from dependency_injector import providers
 
 from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
 from backend.doctor import Options, Report, Step, run_checks
 from backend.doctor.budget import ENGINES
 from backend.doctor.report import as_line
-from backend.settings import ConfigurationError, DatabaseSettings
+from backend.settings import ConfigurationError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         container = Container()
         report = run_checks(container, options, show)
         replicas = [
-            _check_replica(replica, number, options, show, args.json)
-            for number, replica in enumerate(container.settings().replicas, 1)
+            _check_replica(plan, number, options, show, args.json)
+            for number, plan in enumerate(container.replica_plans(), 1)
         ]
     except ConfigurationError as error:
         if not args.json:
@@ -97,15 +98,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_replica(
-    replica: DatabaseSettings, number: int, options: Options, show: Callable[[Step], None],
+    plan: ConnectionPlan, number: int, options: Options, show: Callable[[Step], None],
     quiet: bool,
 ) -> Report:  # fmt: skip
-    """Each DATABASE_READ_URL replica, checked like the primary; its budget is its own
+    """Each DATABASE_READ_URL replica, checked like the primary through a container of its own
+    plan (the one the app's replica engines are built from); its budget is its own
     max_connections against the read engines each worker opens there."""
     if not quiet:
-        url = replica.url.render_as_string(hide_password=True)
+        url = plan.settings.url.render_as_string(hide_password=True)
         print(f"\nreplica {number}: {url}", flush=True)
     container = Container()
-    container.settings.override(providers.Object(replica))
+    container.settings.override(providers.Object(plan.settings))
+    container.connection_plan.override(providers.Object(plan))
     read_engines = ("read_engine", "async_read_engine")
     return run_checks(container, replace(options, engines=read_engines), show)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.db.connection.plan import plan_connection, plan_replicas
 from backend.db.engines.build import create_async_db_engine, create_sync_engine
 from backend.db.engines.readonly import read_only_view
 from backend.db.reads.replica_health import ReadReplicas
@@ -99,20 +100,26 @@ class Container(containers.DeclarativeContainer):
     # name, when the settings are first built (the first engine).
     config = providers.Configuration()
     settings = providers.ThreadSafeSingleton(load_settings, config.database)
+    # The connection rules applied once per settings (backend/db/connection/plan.py): the
+    # engines are built from these plans, and the startup check reads them.
+    connection_plan = providers.ThreadSafeSingleton(plan_connection, settings)
+    replica_plans = providers.ThreadSafeSingleton(plan_replicas, settings)
     built_engines = providers.Singleton(BuiltEngines)
     # Singletons, built on first use; thread-safe, since sync routes run in a threadpool.
-    engine = _engine(create_sync_engine, built_engines, settings)
-    async_engine = _engine(create_async_db_engine, built_engines, settings)
+    engine = _engine(create_sync_engine, built_engines, connection_plan)
+    async_engine = _engine(create_async_db_engine, built_engines, connection_plan)
     # Reads that need no transaction: autocommit (one round trip for a one-query read) and
     # writes refused. Own engines, so that a read replica's URL can take their place; on an
     # overriding engine, a read-only view of it.
     read_engine = _followed(
-        engine, read_only_view, _engine(create_sync_engine, built_engines, settings, read_only=True)
+        engine,
+        read_only_view,
+        _engine(create_sync_engine, built_engines, connection_plan, read_only=True),
     )
     async_read_engine = _followed(
         async_engine,
         read_only_view,
-        _engine(create_async_db_engine, built_engines, settings, read_only=True),
+        _engine(create_async_db_engine, built_engines, connection_plan, read_only=True),
     )
     # DATABASE_READ_URL: a read-only engine per replica, sync and async, and what is known of
     # each replica (up, lag), shared by both paths. The read engines above stay: the fallback.
@@ -124,11 +131,11 @@ class Container(containers.DeclarativeContainer):
         providers.ThreadSafeSingleton(ReplicaSet.of, settings).provider,
     )
     replica_engines = _followed(engine, _no_replicas, providers.ThreadSafeSingleton(
-        build_replica_engines, create_sync_engine, built_engines.provided.add, settings,
+        build_replica_engines, create_sync_engine, built_engines.provided.add, replica_plans,
         replica_state,
     ))  # fmt: skip
     async_replica_engines = _followed(async_engine, _no_replicas, providers.ThreadSafeSingleton(
-        build_replica_engines, create_async_db_engine, built_engines.provided.add, settings,
+        build_replica_engines, create_async_db_engine, built_engines.provided.add, replica_plans,
         replica_state,
     ))  # fmt: skip
     read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)

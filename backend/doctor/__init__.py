@@ -1,7 +1,7 @@
 """`python -m backend check`: is this service's database reachable, safe and big enough?
 
 The steps, each shown as it ends: the settings against Neon's rules (the layer's own rules,
-backend.settings and backend.db.connection: url, tls, target; applied as when the app starts),
+backend.settings and the connection plan of backend.db.connection, built as the app builds it),
 then for each host DNS, TCP and TLS, then, through the app's own engines, authentication, the async
 path, the server's version, whether a pooler is in between, the round-trip time, the
 connection budget against the server's slots, and the server settings that matter on Neon.
@@ -21,14 +21,12 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.rules import check_rules
-from backend.db.connection.tls import effective_sslmode
-from backend.db.connection.url import is_pooler, target_of
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
 from backend.doctor import network, server
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed
-from backend.settings import DatabaseSettings, MissingDriver
+from backend.settings import MissingDriver
 
 __all__ = ["Options", "Report", "Step", "run_checks"]
 
@@ -58,10 +56,9 @@ def run_checks(
     report = Report(show)
     if container.engine.overridden:
         return _check_given_engine(report, container.engine(), options)
-    (settings, engine, async_engine, said), ms = timed(partial(_built, container))
-    report.add(_settings_step(settings, said), ms)
-    target = target_of(settings)
-    sslmode = effective_sslmode(settings, target)
+    (plan, engine, async_engine, said), ms = timed(partial(_built, container))
+    report.add(_settings_step(plan, said), ms)
+    settings, target = plan.settings, plan.target
     reachable = False
     listed = len(target.endpoints) > 1
 
@@ -74,7 +71,7 @@ def run_checks(
         return report.add(step, ms)
 
     for endpoint in target.endpoints:
-        (step, addresses), ms = timed(partial(network.dns, endpoint, settings.origin("host")))
+        (step, addresses), ms = timed(partial(network.dns, endpoint, plan.origin("host")))
         step.facts.setdefault("host", endpoint.host or endpoint.address)
         if add(step, ms).status != "pass":
             continue
@@ -85,10 +82,7 @@ def run_checks(
         add(step, ms)
         if address is None:
             continue
-        tls = partial(
-            network.tls, settings, target, endpoint, address, sslmode, settings.connect_timeout
-        )
-        step, ms = timed(tls)
+        step, ms = timed(partial(network.tls, plan, endpoint, address, settings.connect_timeout))
         step.facts.setdefault("host", endpoint.host or endpoint.address)
         add(step, ms)
         reachable = True
@@ -110,7 +104,7 @@ def run_checks(
         report.skip(SERVER_STEPS[1:], "the server did not let us in")
         return report
     with connection:
-        _server_steps(report, connection, engine, async_engine, settings, options)
+        _server_steps(report, connection, engine, async_engine, plan, options)
     engine.dispose()
     return report
 
@@ -120,16 +114,17 @@ def _server_steps(
     connection: Connection,
     engine: Engine,
     async_engine: AsyncEngine | None,
-    settings: DatabaseSettings,
+    plan: ConnectionPlan,
     options: Options,
 ) -> None:
+    settings = plan.settings
     user = str(engine.url.username)
     budget = connection_budget(settings, options.workers, options.engines)
     values: dict[str, str] = {}
     found: list[str] = []
 
     def pooler() -> Step:
-        step = server.pooler(engine, settings, is_pooler(settings))
+        step = server.pooler(engine, plan)
         found.append(step.facts.get("detected", "unknown"))
         return step
 
@@ -138,7 +133,7 @@ def _server_steps(
         # Behind a pooler the budget is of client connections, whatever the layer believes.
         detected = found[-1] if found else "unknown"
         pooled = {"pgbouncer": True, "ignores": True, "none": False}.get(detected)
-        return server.connections(values, budget, is_pooler(settings) if pooled is None else pooled)
+        return server.connections(values, budget, plan.is_pooler if pooled is None else pooled)
 
     steps: list[tuple[str, Callable[[], Step]]] = [
         ("async path", partial(server.async_path, async_engine)),
@@ -174,26 +169,21 @@ def _check_given_engine(report: Report, engine: Engine, options: Options) -> Rep
     return report
 
 
-def _built(
-    container: Container,
-) -> tuple[DatabaseSettings, Engine, AsyncEngine | None, list[str]]:
-    """The settings and the two write engines, as the app builds them (no connection yet),
-    with the warnings building them logs."""
-    settings = container.settings()
-    check_rules(settings)
+def _built(container: Container) -> tuple[ConnectionPlan, Engine, AsyncEngine | None, list[str]]:
+    """The connection plan and the two write engines, as the app builds them (no connection
+    yet), with the warnings building them logs."""
+    plan = container.connection_plan()
     with _captured("backend") as said:
         engine = container.engine()
         try:
             async_engine: AsyncEngine | None = container.async_engine()
         except MissingDriver:
             async_engine = None  # a sync-only install: its async path is skipped, not failed
-    return settings, engine, async_engine, said
+    return plan, engine, async_engine, said
 
 
-def _settings_step(settings: DatabaseSettings, said: list[str]) -> Step:
-    target = target_of(settings)
-    sslmode = effective_sslmode(settings, target)
-    pooled = is_pooler(settings)
+def _settings_step(plan: ConnectionPlan, said: list[str]) -> Step:
+    settings, pooled, sslmode = plan.settings, plan.is_pooler, plan.sslmode
     url = settings.url.render_as_string(hide_password=True)
     if settings.pooler == "auto":
         why = "the host ends in -pooler" if pooled else "no host ends in -pooler"

@@ -2,7 +2,7 @@
 
 TLS is checked on a raw socket, by PostgreSQL's own handshake: the 8-byte SSLRequest, the
 server's one-byte answer ('S': go on, 'N': no TLS here), then the TLS handshake, with the
-SSL context the async path would use for the same settings (backend.db.connection.tls).
+SSL context the async path uses (the connection plan's).
 Nothing more is sent: no startup packet, no password.
 """
 
@@ -10,10 +10,9 @@ import socket
 import ssl
 import struct
 
-from backend.db.connection.target import Endpoint, Target
-from backend.db.connection.tls import asyncpg_ssl, tls_files
+from backend.db.connection.plan import ConnectionPlan
+from backend.db.connection.target import Endpoint
 from backend.doctor.report import Step
-from backend.settings import DatabaseSettings
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
@@ -88,20 +87,15 @@ class NoTls(Exception):
     """The server answered the SSLRequest with 'N' (or something else)."""
 
 
-def tls(
-    settings: DatabaseSettings,
-    target: Target,
-    endpoint: Endpoint,
-    address: str,
-    sslmode: str,
-    timeout: float,
-) -> Step:
-    """Negotiate TLS as the drivers would for `sslmode`; say what was agreed and verified."""
+def tls(plan: ConnectionPlan, endpoint: Endpoint, address: str, timeout: float) -> Step:
+    """Negotiate TLS as the drivers would for the plan's sslmode; say what was agreed and
+    verified."""
+    sslmode = plan.sslmode
     if sslmode == "disable":
         return Step("tls", "skip", "sslmode=disable: plaintext (every address is local)")
     if endpoint.is_socket:
         return Step("tls", "skip", "a unix socket: nothing crosses a network")
-    wanted = asyncpg_ssl(settings, target, sslmode, tls_files(settings, sslmode))
+    wanted = plan.ssl
     context = wanted if isinstance(wanted, ssl.SSLContext) else _unverified()
     verifying = context.verify_mode != ssl.CERT_NONE
     name = endpoint.host or None
@@ -146,7 +140,7 @@ def tls(
     facts |= {"protocol": protocol, "cipher": cipher}
     agreed = f"{protocol}, {cipher}"
     if verifying:
-        facts |= {"verified": True, "why": _how_verified(settings, sslmode, context, name)}
+        facts |= {"verified": True, "why": _how_verified(plan, context, name)}
         return Step("tls", "pass", f"{agreed}, certificate verified: {facts['why']}", facts=facts)
     # Encrypted without checking whom to: say whether checking would pass, and how to ask.
     facts["why"] = why = f"sslmode={sslmode} encrypts without checking the certificate"
@@ -199,14 +193,12 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def _how_verified(
-    settings: DatabaseSettings, sslmode: str, context: ssl.SSLContext, name: str | None
-) -> str:
-    root = settings.url.query.get("sslrootcert")
+def _how_verified(plan: ConnectionPlan, context: ssl.SSLContext, name: str | None) -> str:
+    root = plan.settings.url.query.get("sslrootcert")
     against = "the system CAs" if root in (None, "system") else str(root)
     if context.check_hostname:
         return f"chain to {against} and host name {name}"
-    return f"chain to {against}, not the host name (sslmode={sslmode})"
+    return f"chain to {against}, not the host name (sslmode={plan.sslmode})"
 
 
 def _verify_fix(exc: ssl.SSLCertVerificationError) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.url import psycopg2_connect_args
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.engines.error_reports import describe
 from backend.db.engines.errors import classify
 from backend.db.engines.readonly import READ_ONLY_OPTIONS
@@ -116,7 +116,7 @@ class Pooler:
     evidence: str
 
 
-def detect_pooler(engine: Engine, settings: DatabaseSettings) -> Pooler:
+def detect_pooler(engine: Engine, plan: ConnectionPlan) -> Pooler:
     """Whether a PgBouncer is in between: it refuses startup parameters (Neon's -pooler:
     `unsupported startup parameter: options`), and the server itself applies them.
 
@@ -125,7 +125,7 @@ def detect_pooler(engine: Engine, settings: DatabaseSettings) -> Pooler:
     not poolers, and are not taken for one: the server answers `on`."""
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
     options = f"{cparams.get('options', '')} {READ_ONLY_OPTIONS}".strip()
-    parameters = {**cparams, **psycopg2_connect_args(settings), "options": options}
+    parameters = {**cparams, **plan.psycopg2.connect_args, "options": options}
     try:
         probe = psycopg2.connect(*cargs, **parameters)
     except psycopg2.Error as exc:
@@ -146,12 +146,12 @@ def detect_pooler(engine: Engine, settings: DatabaseSettings) -> Pooler:
     return Pooler("ignores", "it took a startup parameter and did not apply it")
 
 
-def pooler(engine: Engine, settings: DatabaseSettings, by_url: bool) -> Step:
-    found = detect_pooler(engine, settings)
+def pooler(engine: Engine, plan: ConnectionPlan) -> Step:
+    found, by_url = detect_pooler(engine, plan), plan.is_pooler
     why = {
         "pgbouncer": "DATABASE_POOLER=pgbouncer",
         "none": "DATABASE_POOLER=none",
-    }.get(settings.pooler, f"the host name {'ends' if by_url else 'does not end'} in -pooler")
+    }.get(plan.settings.pooler, f"the host name {'ends' if by_url else 'does not end'} in -pooler")
     layer = f"the layer takes it for a {'pooler' if by_url else 'direct host'} ({why})"
     facts = {"detected": found.kind, "layer_says": "pooler" if by_url else "direct"}
     if found.kind in ("pgbouncer", "ignores") and by_url:

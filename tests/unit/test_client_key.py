@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import pytest
 
-from backend.db.connection.url import asyncpg_target
 from backend.settings import ConfigurationError
 from tests.unit.drivers import asyncpg_arguments, psycopg2_arguments
 from tests.unit.test_settings import NEON, make_container
@@ -27,7 +26,6 @@ from tests.unit.tls_files import ClientFiles, client_files, tls_server
 
 TRY_BOTH_ENGINES = """
 from backend import Container
-from backend.db.connection.url import asyncpg_target
 from backend.settings import ConfigurationError
 container = Container()
 for name in ("engine", "async_engine"):
@@ -131,7 +129,7 @@ def test_the_async_context_presents_the_key_and_names_the_host_of_a_hostaddr(
             ).replace("ep-cool-darkness-123456.us-east-2.aws.neon.tech", "db.example.test")
             container = make_container(monkeypatch, f"{url}&hostaddr=127.0.0.1&port={port}")
             # What the async engine hands asyncpg.connect() (asyncpg_arguments runs a loop).
-            args = asyncpg_target(container.settings()).connect_args
+            args = container.connection_plan().asyncpg.connect_args
             assert (args["host"], args["port"]) == (["127.0.0.1"], [port])
             _, writer = await asyncio.open_connection(
                 args["host"][0], port, ssl=args["ssl"], server_hostname=args["host"][0]

@@ -19,18 +19,11 @@ from dependency_injector import providers
 from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from psycopg2.extensions import libpq_version
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL
 
 from backend import Container
 from backend.api.health import database_health
-from backend.db.connection.url import (
-    AsyncpgTarget,
-    asyncpg_target,
-    psycopg2_connect_args,
-    psycopg2_url,
-)
+from backend.db.connection.plan import ConnectionPlan, plan_connection
 from backend.db.container import DEFAULTS_FILE
 from backend.settings import ConfigurationError, DatabaseSettings, load_settings
 from tests.unit.drivers import libpq_addresses
@@ -202,15 +195,14 @@ def is_local(address: str) -> bool:
     return address.startswith("/") or address.lower() in LOCAL
 
 
-def assert_no_plaintext_to_a_remote_address(
-    settings: DatabaseSettings, sync: URL, target: AsyncpgTarget, env: dict[str, str]
-) -> None:
+def assert_no_plaintext_to_a_remote_address(plan: ConnectionPlan, env: dict[str, str]) -> None:
     """Independently of backend.db.connection.target: where would each driver go, and may it go
     there without TLS? libpq: by its documented rules over the keywords psycopg2 gets (PG* for what
     they leave out); asyncpg: its host list, or the URL's host."""
-    if settings.allow_insecure:
+    if plan.settings.allow_insecure:
         return
-    arguments = {**PSYCOPG2.create_connect_args(sync)[1], **psycopg2_connect_args(settings)}
+    sync, target = plan.psycopg2, plan.asyncpg
+    arguments = {**PSYCOPG2.create_connect_args(sync.url)[1], **sync.connect_args}
     if arguments["sslmode"] in ("disable", "allow", "prefer"):
         addresses = libpq_addresses(arguments, env)
         assert all(is_local(host) for host, _ in addresses), (arguments, env)
@@ -249,10 +241,10 @@ def parsed_config() -> providers.Configuration:
 CONFIG = parsed_config()
 
 
-def engine_config(url: str, env: dict[str, str]) -> tuple[DatabaseSettings, URL, AsyncpgTarget]:
+def engine_config(url: str, env: dict[str, str]) -> tuple[DatabaseSettings, ConnectionPlan]:
     """What Container() makes of the environment, short of building the engines."""
     settings = load_settings(CONFIG.database())
-    return settings, psycopg2_url(settings, libpq_version()), asyncpg_target(settings)
+    return settings, plan_connection(settings)
 
 
 def fuzz(examples: int) -> settings:
@@ -273,9 +265,10 @@ def test_every_configuration_is_built_or_refused_by_name(
     url, secrets = pasted
     with captured_logs() as logs, environment(url, {**env, **pg}):
         try:
-            settings, sync, target = engine_config(url, env)
-            assert_no_plaintext_to_a_remote_address(settings, sync, target, pg)
-            shown = f"{settings!r} {settings} {sync!r} {sync} {target!r}"
+            settings, plan = engine_config(url, env)
+            assert_no_plaintext_to_a_remote_address(plan, pg)
+            sync = plan.psycopg2.url
+            shown = f"{settings!r} {settings} {sync!r} {sync} {plan.asyncpg!r} {plan!r}"
         except ConfigurationError as error:  # the only error allowed to escape
             assert_names_a_setting(error)
             shown = f"{error} {error!r} {error.__cause__!r}"

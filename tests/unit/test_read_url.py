@@ -6,7 +6,6 @@ import logging
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.url import asyncpg_target, is_pooler
 from backend.db.reads.replicas import Lag, ReplicaSet
 from backend.db.reads.routing import RoutedReadSession
 from backend.settings import ConfigurationError
@@ -46,7 +45,7 @@ def test_several_replicas_are_separated_by_whitespace(
     container = make_container(monkeypatch, DATABASE_READ_URL=read_url)
     replicas = container.settings().replicas
     assert [replica.url.password for replica in replicas] == [PASSWORD, PASSWORD]
-    assert [is_pooler(replica) for replica in replicas] == [False, True]
+    assert [plan.is_pooler for plan in container.replica_plans()] == [False, True]
     hosts = [engine.url.host for engine in container.async_replica_engines()]
     assert hosts == [
         "ep-quiet-lake-654321.us-east-2.aws.neon.tech",
@@ -57,8 +56,9 @@ def test_several_replicas_are_separated_by_whitespace(
 def test_each_replica_gets_the_asyncpg_translation(monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"{POOLED}?sslmode=require&channel_binding=require"
     container = make_container(monkeypatch, DATABASE_READ_URL=url)
-    (replica,) = container.settings().replicas
-    target = asyncpg_target(replica)
+    (plan,) = container.replica_plans()
+    assert plan.settings is container.settings().replicas[0]
+    target = plan.asyncpg
     assert dict(target.url.query) == {}  # no sslmode/channel_binding: asyncpg's TypeError
     assert target.connect_args["ssl"] == "require"
     assert target.connect_args["statement_cache_size"] == 0  # a -pooler replica

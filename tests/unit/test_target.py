@@ -11,7 +11,6 @@ import psycopg2
 import pytest
 
 from backend import Container
-from backend.db.connection.url import is_pooler
 from backend.settings import ConfigurationError
 from tests.unit.drivers import (
     asyncpg_addresses,
@@ -222,7 +221,7 @@ def test_the_pooler_is_recognised_on_every_host_in_any_case(
     monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     container = make_container(monkeypatch, url)
-    assert is_pooler(container.settings())
+    assert container.connection_plan().is_pooler
     args = asyncpg_arguments(container.async_engine())
     assert (args["statement_cache_size"], args["prepared_statement_cache_size"]) == (0, 0)
     # The read engine sends no startup options to PgBouncer (unsupported startup parameter).
@@ -231,7 +230,7 @@ def test_the_pooler_is_recognised_on_every_host_in_any_case(
 
 def test_the_pooler_is_recognised_through_pghost(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGHOST", "ep-x-123456-pooler.us-east-2.aws.neon.tech")
-    assert is_pooler(make_container(monkeypatch, "postgresql://u:p@/db").settings())
+    assert make_container(monkeypatch, "postgresql://u:p@/db").connection_plan().is_pooler
 
 
 def test_an_unset_url_reads_no_libpq_variable_at_import(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,9 @@ from psycopg2.extensions import libpq_version
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from backend.db.connection.url import is_local, psycopg2_url
+from backend.db.connection.target import resolve
+from backend.db.connection.tls import effective_sslmode
+from backend.db.connection.url import psycopg2_args
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, SECRET, make_container
 
@@ -82,7 +84,7 @@ def test_plaintext_to_a_remote_host_is_refused(
     ],
 )
 def test_what_counts_as_local(url: str, local: bool) -> None:
-    assert is_local(make_url(url)) is local
+    assert (resolve(make_url(url), "app").first_remote() is None) is local
 
 
 def test_a_local_host_prefers_tls_and_may_go_without(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,9 +107,7 @@ def test_the_pooler_is_recognised(
     monkeypatch: pytest.MonkeyPatch, url: str, pooler: str, expected: bool
 ) -> None:
     container = make_container(monkeypatch, url, DATABASE_POOLER=pooler)
-    from backend.db.connection.url import is_pooler
-
-    assert is_pooler(container.settings()) is expected
+    assert container.connection_plan().is_pooler is expected
 
 
 def test_startup_settings_are_not_sent_to_the_pooler(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,9 +120,12 @@ def test_startup_settings_are_not_sent_to_the_pooler(monkeypatch: pytest.MonkeyP
 
 def test_sslrootcert_system_needs_libpq_16(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_container(monkeypatch, NEON + "?sslrootcert=system").settings()
+    target = resolve(settings.url, "alex")
+    sslmode = effective_sslmode(settings, target)
     with pytest.raises(ConfigurationError, match=r"libpq 16 or newer.*ca-certificates\.crt"):
-        psycopg2_url(settings, libpq_version=150004)
-    assert psycopg2_url(settings, libpq_version=160000).query["sslrootcert"] == "system"
+        psycopg2_args(settings, target, sslmode, libpq_version=150004)
+    sync = psycopg2_args(settings, target, sslmode, libpq_version=160000)
+    assert sync.url.query["sslrootcert"] == "system"
     if libpq_version() >= 160000:  # the bundled libpq takes it as it is
         assert engine_for(monkeypatch, NEON + "?sslrootcert=system").url.query["sslrootcert"]
 

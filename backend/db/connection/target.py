@@ -4,13 +4,12 @@ libpq reads a host list (`host=a,b` in the query, or `a,b` in the URL), a `hosta
 (the numeric address actually connected to; `host` then only names the server for TLS), a
 port list, and its PG* defaults (filled into the URL by backend.settings). asyncpg has no
 `hostaddr`, reads another default for a missing host, and SQLAlchemy's asyncpg dialect drops
-the query. So the target is resolved here once, the way libpq does it, and both engines get it
-explicitly. No I/O.
+the query. So the target is resolved here, the way libpq does it, and both engines get it
+explicitly. No I/O: the login name libpq defaults to is read by the plan
+(backend.db.connection.machine) and handed in.
 """
 
 import ipaddress
-import os
-import pwd
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,9 +79,10 @@ def _in_url(parameter: str) -> str:
     return f"{parameter} in DATABASE_URL"
 
 
-def resolve(url: URL, origin: Callable[[str], str] = _in_url) -> Target:
+def resolve(url: URL, user: str, origin: Callable[[str], str] = _in_url) -> Target:
     """The endpoints libpq would try for `url`, its user and its database.
 
+    `user`: the URL's, or where it names none libpq's default, the login name of the process.
     `origin` names where a parameter came from (DatabaseSettings.origin), for the messages."""
     hosts, ports = _hosts_and_ports(url, origin)
     addresses = _split(url.query.get("hostaddr"))
@@ -117,20 +117,8 @@ def resolve(url: URL, origin: Callable[[str], str] = _in_url) -> Target:
             host = DEFAULT_SOCKET_DIR  # what libpq does with an empty entry, or with none
         port = ports[i] if ports else None
         endpoints.append(Endpoint(host, address, port or DEFAULT_PORT))
-    # libpq's own defaults: the user the process runs as, and a database named after the user.
-    user = url.username or _login_name()
+    # libpq's own default: a database named after the user.
     return Target(tuple(endpoints), user, url.database or user)
-
-
-def _login_name() -> str:
-    # libpq's, not getpass's (asyncpg's), which prefers $USER and $LOGNAME.
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        raise ConfigurationError(
-            f"DATABASE_URL names no user, and this process's user ID ({os.geteuid()}) has no "
-            "name to default to: give the user in DATABASE_URL"
-        ) from None
 
 
 def _hosts_and_ports(url: URL, origin: Callable[[str], str]) -> tuple[list[str], list[int | None]]:

@@ -1,14 +1,12 @@
-"""TLS: the sslmode a target gets, the client's TLS files, and asyncpg's SSL context.
+"""TLS rules: the sslmode a target gets, and what asyncpg needs to do what libpq does with it.
 
 The policy: plaintext (sslmode disable, allow or prefer) only when every address libpq or
 asyncpg could connect to is loopback or a unix socket. An sslmode is always given to the
-drivers, so that PGSSLMODE or a service file cannot weaken it. Files are checked when the
-engines are built, and an encrypted client key without its passphrase is refused then: OpenSSL
-would otherwise ask for it on the terminal, from inside the server.
+drivers, so that PGSSLMODE or a service file cannot weaken it. No I/O: the TLS files are found
+and loaded by the plan (backend.db.connection.machine).
 """
 
 import ssl
-from pathlib import Path
 
 from backend.db.connection.target import Target
 from backend.settings import ConfigurationError, DatabaseSettings
@@ -54,94 +52,30 @@ def effective_sslmode(settings: DatabaseSettings, target: Target) -> str:
     return settings.sslmode
 
 
-def tls_files(settings: DatabaseSettings, sslmode: str) -> dict[str, str]:
-    """The TLS files a driver would read: those named, else libpq's defaults that exist.
+def verifies(sslmode: str, files: dict[str, str]) -> bool:
+    """Whether libpq checks the server's certificate chain with `sslmode` and these files."""
+    # libpq: given a root certificate, `require` verifies the chain as verify-ca does.
+    return sslmode in ("verify-ca", "verify-full") or (
+        sslmode == "require" and "sslrootcert" in files
+    )
 
-    A named file that cannot be read is refused here, naming the file and its parameter (the
-    drivers would say "No such file or directory: None", or silently not verify)."""
-    files: dict[str, str] = {}
+
+def server_names(target: Target) -> dict[str, str]:
+    """Each hostaddr's host name, which libpq checks the certificate against (and sends as SNI)."""
+    return {e.address: e.host for e in target.endpoints if e.address and e.host}
+
+
+def asyncpg_ssl_word(target: Target, sslmode: str, files: dict[str, str]) -> str | bool | None:
+    """asyncpg's `ssl` argument where a word of its own does what libpq does with `sslmode`;
+    None where only an SSLContext can (backend.db.connection.machine.ssl_context)."""
     if sslmode == "disable":
-        return files
-    for name in TLS_FILES:
-        value = settings.url.query.get(name)
-        if value == "system" and name == "sslrootcert":
-            files[name] = "system"
-        elif value:
-            path = str(value)
-            try:
-                Path(path).open("rb").close()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"{settings.origin(name)} names {path}, which cannot be read ({exc.strerror})"
-                ) from None
-            files[name] = path
-        else:
-            default = _default_file(DEFAULT_FILES[name])
-            if default is not None:
-                files[name] = default
-    if settings.url.query.get("sslcertmode") == "disable":  # libpq then sends no certificate
-        files.pop("sslcert", None)
-    if "sslcert" not in files:
-        files.pop("sslkey", None)
-    return files
-
-
-def _default_file(name: str) -> str | None:
-    try:
-        path = Path.home() / ".postgresql" / name
-    except (RuntimeError, KeyError):  # no home directory
-        return None
-    return str(path) if path.is_file() else None
-
-
-def load_client_certificate(
-    context: ssl.SSLContext, settings: DatabaseSettings, files: dict[str, str]
-) -> None:
-    """Load the client certificate and key, with DATABASE_URL's sslpassword, never prompting.
-
-    Called with a throwaway context when the engines are built, so that a key that needs a
-    passphrase nobody gave is refused then, not met by a prompt at the first connect."""
-    cert, key = files["sslcert"], files.get("sslkey")
-    password = settings.secret("sslpassword")
-    asked = False
-
-    def passphrase() -> str:
-        # Without a callable, OpenSSL asks on the terminal (and libpq does, without sslpassword).
-        nonlocal asked
-        asked = True
-        if password is None:
-            raise ConfigurationError(
-                f"the client key {key or cert} is encrypted and DATABASE_URL gives no "
-                "sslpassword: add its passphrase as sslpassword=… (percent-encoded) to "
-                "DATABASE_URL (OpenSSL would otherwise ask for it on the terminal)"
-            )
-        return password
-
-    try:
-        context.load_cert_chain(cert, key, password=passphrase)
-    except ssl.SSLError:
-        if asked:
-            raise ConfigurationError(
-                f"sslpassword in DATABASE_URL does not decrypt the client key {key or cert}"
-            ) from None
-        raise ConfigurationError(
-            f"the client certificate {cert} ({settings.origin('sslcert')}) has no usable "
-            f"private key{f' in {key}' if key else ''}: give sslkey=<the key file>"
-        ) from None
-
-
-def check_client_key(settings: DatabaseSettings, files: dict[str, str]) -> None:
-    if "sslcert" in files:
-        load_client_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), settings, files)
-
-
-def _load_pem(context: ssl.SSLContext, settings: DatabaseSettings, name: str, path: str) -> None:
-    try:
-        context.load_verify_locations(cafile=path)
-    except (OSError, ssl.SSLError):
-        raise ConfigurationError(
-            f"{settings.origin(name)} names {path}, which holds no PEM certificate or CRL"
-        ) from None
+        return False
+    cert = files.get("sslcert")
+    if sslmode in ("allow", "prefer") and not cert:
+        return sslmode  # asyncpg's own: TLS if the server takes it, plaintext if not (local)
+    if not verifies(sslmode, files) and not cert and not server_names(target):
+        return sslmode  # `require`: encrypted, not verified; asyncpg takes libpq's word
+    return None
 
 
 class NamedHostContext(ssl.SSLContext):
@@ -164,36 +98,3 @@ class NamedHostContext(ssl.SSLContext):
         if isinstance(server_hostname, str):
             server_hostname = self.names.get(server_hostname, server_hostname)
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-
-
-def asyncpg_ssl(
-    settings: DatabaseSettings, target: Target, sslmode: str, files: dict[str, str]
-) -> ssl.SSLContext | str | bool:
-    """What asyncpg's `ssl` argument must be to do what libpq does with `sslmode`."""
-    if sslmode == "disable":
-        return False
-    rootcert, cert = files.get("sslrootcert"), files.get("sslcert")
-    names = {e.address: e.host for e in target.endpoints if e.address and e.host}
-    # libpq: given a root certificate, `require` verifies the chain as verify-ca does.
-    verify = sslmode in ("verify-ca", "verify-full") or (sslmode == "require" and rootcert)
-    if sslmode in ("allow", "prefer") and not cert:
-        return sslmode  # asyncpg's own: TLS if the server takes it, plaintext if not (local)
-    if not verify and not cert and not names:
-        return sslmode  # `require`: encrypted, not verified; asyncpg takes libpq's word
-    context = NamedHostContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.names = names
-    # "system" is libpq's word for the platform's CA store.
-    if rootcert in (None, "system"):
-        context.load_default_certs()
-    else:
-        _load_pem(context, settings, "sslrootcert", rootcert)
-    if verify and (crl := files.get("sslcrl")):
-        _load_pem(context, settings, "sslcrl", crl)
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
-    if cert:
-        load_client_certificate(context, settings, files)
-    if sslmode != "verify-full":
-        context.check_hostname = False
-    if not verify:
-        context.verify_mode = ssl.CERT_NONE
-    return context

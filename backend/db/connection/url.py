@@ -1,22 +1,19 @@
 """Pure rules on a database URL: driver scheme, Neon's pooler, libpq → psycopg2 and asyncpg.
 
-Where a URL connects is resolved in backend.db.connection.target, its TLS in
-backend.db.connection.tls.
+Each takes values already resolved by the plan (backend.db.connection.plan): the target
+(target.py), the sslmode (tls.py), asyncpg's `ssl` argument. No I/O.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ssl import SSLContext
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from backend.db.connection.target import Target, resolve
-from backend.db.connection.tls import (
-    TLS_FILES,
-    asyncpg_ssl,
-    check_client_key,
-    effective_sslmode,
-    tls_files,
-)
+from backend.db.connection.target import Target
+from backend.db.connection.tls import TLS_FILES
 from backend.settings import ConfigurationError, DatabaseSettings
 
 # Where the target lives in a URL's query; both drivers get it from
@@ -24,25 +21,28 @@ from backend.settings import ConfigurationError, DatabaseSettings
 TARGET_PARAMETERS = frozenset({"host", "hostaddr", "port"})
 
 
-def is_local(url: URL) -> bool:
-    """Every address the URL may connect to is loopback or a unix socket."""
-    return resolve(url).first_remote() is None
+@dataclass(frozen=True)
+class DriverArgs:
+    """What one driver is handed: its URL, its connect() arguments (read-only: copy to change),
+    the URL's parameters it has no word for, and what its engine logs about those."""
+
+    url: URL
+    # Not in the repr: psycopg2's hold DATABASE_URL's secret parameters (the URL's repr hides
+    # its password).
+    connect_args: Mapping[str, Any] = field(repr=False)
+    dropped: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
-def target_of(settings: DatabaseSettings) -> Target:
-    return resolve(settings.url, settings.origin)
-
-
-def is_pooler(settings: DatabaseSettings) -> bool:
+def is_pooler(mode: str, target: Target) -> bool:
     """Neon's pooled endpoint is PgBouncer in transaction mode, named by `-pooler` on the ID.
 
-    Any host the client may reach counts (a host list is tried in turn), in any letter case,
-    as DNS names are."""
-    if settings.pooler != "auto":
-        return settings.pooler == "pgbouncer"
+    `mode` is DATABASE_POOLER; with `auto`, any host the client may reach counts (a host list
+    is tried in turn), in any letter case, as DNS names are."""
+    if mode != "auto":
+        return mode == "pgbouncer"
     return any(
-        endpoint.host.split(".")[0].lower().endswith("-pooler")
-        for endpoint in target_of(settings).endpoints
+        endpoint.host.split(".")[0].lower().endswith("-pooler") for endpoint in target.endpoints
     )
 
 
@@ -54,16 +54,27 @@ def check_scheme(url: URL) -> None:
         )
 
 
-def psycopg2_url(settings: DatabaseSettings, libpq_version: int) -> URL:
-    """The URL for the sync engine: psycopg2 over libpq, every libpq parameter in the query.
+def refuse_startup_settings_on_pooler(settings: DatabaseSettings, pooler: bool) -> None:
+    if pooler and _has_startup_settings(settings.url.query.get("options")):
+        raise ConfigurationError(
+            f"{settings.origin('options')} sends `-c …` settings to a -pooler host, which "
+            "PgBouncer refuses (unsupported startup parameter: options): use the direct host, "
+            "or SET LOCAL in a transaction"
+        )
 
-    Its secrets other than the password are not in it: see psycopg2_connect_args."""
+
+def _has_startup_settings(options: str | tuple[str, ...] | None) -> bool:
+    # `options=endpoint=<id>` is Neon's SNI workaround and passes the pooler; `-c x=y` does not.
+    text = " ".join(options) if isinstance(options, tuple) else options or ""
+    return "-c" in text.split() or "--" in text
+
+
+def psycopg2_args(
+    settings: DatabaseSettings, target: Target, sslmode: str, libpq_version: int
+) -> DriverArgs:
+    """The sync engine's: psycopg2 over libpq, every libpq parameter in the URL's query, and
+    DATABASE_URL's secret parameters (sslpassword, …) as arguments, never in a shown URL."""
     url = settings.url
-    check_scheme(url)
-    target = target_of(settings)
-    _refuse_startup_settings_on_pooler(settings)
-    sslmode = effective_sslmode(settings, target)
-    check_client_key(settings, tls_files(settings, sslmode))
     if url.query.get("sslrootcert") == "system" and libpq_version < 160000:
         raise ConfigurationError(
             f"sslrootcert=system ({settings.origin('sslrootcert')}) needs libpq 16 or newer, "
@@ -76,18 +87,15 @@ def psycopg2_url(settings: DatabaseSettings, libpq_version: int) -> URL:
     # server-side, so it is safe behind the pooler). asyncpg's own parameters, meant for the
     # async twin, would be "invalid connection option"s to libpq.
     libpq_query = url.difference_update_query(set(ASYNCPG_PARAMETERS) - SHARED_PARAMETERS)
-    return _with_target(libpq_query, target).update_query_dict(
+    sync_url = _with_target(libpq_query, target).update_query_dict(
         {
             "sslmode": sslmode,
             "connect_timeout": str(settings.connect_timeout),
             "application_name": settings.application_name,
         }
     )
-
-
-def psycopg2_connect_args(settings: DatabaseSettings) -> dict[str, str]:
-    """DATABASE_URL's secret parameters (sslpassword, …): to libpq, but never in a shown URL."""
-    return {name: secret.get_secret_value() for name, secret in settings.secrets.items()}
+    secrets = {name: secret.get_secret_value() for name, secret in settings.secrets.items()}
+    return DriverArgs(sync_url, MappingProxyType(secrets))
 
 
 def _with_target(url: URL, target: Target) -> URL:
@@ -121,34 +129,18 @@ ASYNCPG_PARAMETERS: dict[str, type] = {
 SHARED_PARAMETERS = frozenset({"target_session_attrs", "passfile", "krbsrvname", "gsslib"})
 
 
-@dataclass(frozen=True)
-class AsyncpgTarget:
-    """What the async engine gets: a URL without libpq words, connect_args, and what was lost."""
-
-    url: URL
-    connect_args: dict[str, Any]
-    dropped: list[str] = field(default_factory=list)
-
-
-def asyncpg_target(settings: DatabaseSettings) -> AsyncpgTarget:
-    """Translate the libpq words of a URL into asyncpg's arguments.
+def asyncpg_args(
+    settings: DatabaseSettings, target: Target, pooler: bool, ssl: SSLContext | str | bool
+) -> DriverArgs:
+    """The async engine's: the libpq words of the URL translated into asyncpg's arguments,
+    with `ssl` (backend.db.connection.tls.asyncpg_ssl_word, or the plan's SSLContext).
 
     SQLAlchemy's asyncpg dialect passes every query parameter to asyncpg.connect() as a keyword,
     and asyncpg knows none of libpq's (`sslmode` gives TypeError), so none stays in the URL.
     """
     url = settings.url
-    check_scheme(url)
-    target = target_of(settings)
-    pooler = is_pooler(settings)
-    _refuse_startup_settings_on_pooler(settings)
-    sslmode = effective_sslmode(settings, target)
-    files = tls_files(settings, sslmode)
-    check_client_key(settings, files)
     query = dict(url.query)
-    args: dict[str, Any] = {
-        "ssl": asyncpg_ssl(settings, target, sslmode, files),
-        "timeout": float(settings.connect_timeout),
-    }
+    args: dict[str, Any] = {"ssl": ssl, "timeout": float(settings.connect_timeout)}
     server_settings: dict[str, str] = {}
     dropped = [name for name in settings.secrets if name != "sslpassword"]
     for name in (*TARGET_PARAMETERS, *TLS_FILES):
@@ -168,7 +160,7 @@ def asyncpg_target(settings: DatabaseSettings) -> AsyncpgTarget:
         # PgBouncer refuses startup parameters it does not know; a direct server takes them.
         server_settings["application_name"] = settings.application_name
     if server_settings:
-        args["server_settings"] = server_settings
+        args["server_settings"] = MappingProxyType(server_settings)
     async_url = url.set(
         drivername="postgresql+asyncpg",
         query={},
@@ -183,7 +175,8 @@ def asyncpg_target(settings: DatabaseSettings) -> AsyncpgTarget:
         async_url = async_url.set(host=None, port=None)
         args["host"] = [endpoint.connects_to for endpoint in target.endpoints]
         args["port"] = [endpoint.port for endpoint in target.endpoints]
-    return AsyncpgTarget(async_url, args, dropped)
+    warnings = _unsupported(async_url, dropped)
+    return DriverArgs(async_url, MappingProxyType(args), tuple(dropped), warnings)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -195,16 +188,17 @@ def _coerce(name: str, value: Any) -> Any:
         ) from None
 
 
-def _refuse_startup_settings_on_pooler(settings: DatabaseSettings) -> None:
-    if is_pooler(settings) and _has_startup_settings(settings.url.query.get("options")):
-        raise ConfigurationError(
-            f"{settings.origin('options')} sends `-c …` settings to a -pooler host, which "
-            "PgBouncer refuses (unsupported startup parameter: options): use the direct host, "
-            "or SET LOCAL in a transaction"
+def _unsupported(async_url: URL, dropped: list[str]) -> tuple[str, ...]:
+    """What the async engine says, when it is built, of the parameters asyncpg has no word for."""
+    said = []
+    if "channel_binding" in dropped:
+        said.append(
+            "channel_binding is not enforced on the async path (asyncpg has no channel "
+            f"binding); the sync path enforces it for {async_url!r}"
         )
-
-
-def _has_startup_settings(options: str | tuple[str, ...] | None) -> bool:
-    # `options=endpoint=<id>` is Neon's SNI workaround and passes the pooler; `-c x=y` does not.
-    text = " ".join(options) if isinstance(options, tuple) else options or ""
-    return "-c" in text.split() or "--" in text
+    if ignored := sorted(set(dropped) - {"channel_binding"}):
+        said.append(
+            f"the async engine (asyncpg) ignores {ignored} from DATABASE_URL or the PG* "
+            "variables: asyncpg has no such parameter; the sync engine (libpq) uses them"
+        )
+    return tuple(said)

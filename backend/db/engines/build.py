@@ -1,16 +1,15 @@
-"""Settings → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with Neon's options;
-a read engine with its read-only guards (readonly.py) installed."""
+"""A connection plan → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with
+Neon's options; a read engine with its read-only guards (readonly.py) installed."""
 
 import logging
 from importlib.util import find_spec
 from typing import Any
 
-from psycopg2.extensions import libpq_version
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db.connection.url import asyncpg_target, is_pooler, psycopg2_connect_args, psycopg2_url
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.engines.connect_retry import retry_connects
 from backend.db.engines.error_reports import label
 from backend.db.engines.ping import ping_when_idle
@@ -27,13 +26,15 @@ from backend.settings import DatabaseSettings, MissingDriver
 logger = logging.getLogger(__name__)
 
 
-def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -> Engine:
-    """Build the engine. Like every SQLAlchemy engine it connects on first use, not here.
+def create_sync_engine(plan: ConnectionPlan, *, read_only: bool = False) -> Engine:
+    """Build the engine from the plan's psycopg2 URL and arguments, and its settings' pool
+    options. Like every SQLAlchemy engine it connects on first use, not here.
 
     `read_only`: autocommit (no BEGIN/ROLLBACK round trips) and writes refused.
     """
-    url = psycopg2_url(settings, libpq_version())
-    if read_only and not is_pooler(settings):
+    settings = plan.settings
+    url = plan.psycopg2.url
+    if read_only and not plan.is_pooler:
         # In the startup packet, at no round trip: it also guards SQL sent on the raw driver
         # connection. PgBouncer refuses startup options; each read's own READ ONLY transaction
         # (refuse_writes) is the guard everywhere.
@@ -41,49 +42,42 @@ def create_sync_engine(settings: DatabaseSettings, *, read_only: bool = False) -
         url = url.update_query_dict({"options": options})
     url = libpq_tcp_parameters(url, settings.tcp_user_timeout)
     # Secret parameters (sslpassword) go to libpq as arguments: a URL's query is shown by repr.
-    connect_args = psycopg2_connect_args(settings) | bounded_waits(settings.statement_timeout)
+    connect_args = {**plan.psycopg2.connect_args, **bounded_waits(settings.statement_timeout)}
     engine = create_engine(url, connect_args=connect_args, **_engine_options(settings, read_only))
-    _add_connection_care(engine, settings, read_only)
-    if read_only and not is_pooler(settings):
+    _add_connection_care(engine, plan, read_only)
+    if read_only and not plan.is_pooler:
         keep_server_guard(engine)  # a request must not leave the setting off for the next
     _label_errors(engine)
     return engine
 
 
-def create_async_db_engine(settings: DatabaseSettings, *, read_only: bool = False) -> AsyncEngine:
-    """The asyncpg twin of create_sync_engine: same settings, same pool, translated URL."""
+def create_async_db_engine(plan: ConnectionPlan, *, read_only: bool = False) -> AsyncEngine:
+    """The asyncpg twin of create_sync_engine: the plan's asyncpg URL and arguments, the same
+    pool."""
     if find_spec("asyncpg") is None:  # an extra: a sync-only app never installs it
         raise MissingDriver()
-    target = asyncpg_target(settings)
-    if read_only and not is_pooler(settings):
+    settings = plan.settings
+    # The plan's are shared by every engine built from it: this engine's own copy.
+    connect_args = dict(plan.asyncpg.connect_args)
+    server_settings = dict(connect_args.pop("server_settings", {}))
+    if read_only and not plan.is_pooler:
         # The server's guard for asyncpg on a direct host, at no round trip (refuse_writes).
-        server_settings = target.connect_args.setdefault("server_settings", {})
         server_settings["default_transaction_read_only"] = "on"
-    if "channel_binding" in target.dropped:
-        logger.warning(
-            "channel_binding is not enforced on the async path (asyncpg has no channel "
-            "binding); the sync path enforces it for %r",
-            target.url,
-        )
-    if ignored := sorted(set(target.dropped) - {"channel_binding"}):
-        logger.warning(
-            "the async engine (asyncpg) ignores %s from DATABASE_URL or the PG* variables: "
-            "asyncpg has no such parameter; the sync engine (libpq) uses them",
-            ignored,
-        )
+    if server_settings:
+        connect_args["server_settings"] = server_settings
+    for warning in plan.asyncpg.warnings:
+        logger.warning(warning)
     # A command_timeout in DATABASE_URL wins, as the URL's parameters do.
-    command_timeout = target.connect_args.setdefault(
-        "command_timeout", settings.statement_timeout or None
-    )
+    command_timeout = connect_args.setdefault("command_timeout", settings.statement_timeout or None)
     engine = create_async_engine(
-        target.url,
-        connect_args=target.connect_args,
+        plan.asyncpg.url,
+        connect_args=connect_args,
         **_engine_options(settings, read_only, is_async=True),
     )
-    _add_connection_care(engine.sync_engine, settings, read_only, is_async=True)
+    _add_connection_care(engine.sync_engine, plan, read_only, is_async=True)
     bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
     discard_desynced_connections(engine.sync_engine)
-    if read_only and not is_pooler(settings):
+    if read_only and not plan.is_pooler:
         keep_server_guard(engine.sync_engine)
     _label_errors(engine.sync_engine)
     return engine
@@ -112,8 +106,9 @@ def _engine_options(
 
 
 def _add_connection_care(
-    engine: Engine, settings: DatabaseSettings, read_only: bool = False, *, is_async: bool = False
+    engine: Engine, plan: ConnectionPlan, read_only: bool = False, *, is_async: bool = False
 ) -> None:
+    settings = plan.settings
     retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     if isinstance(engine.pool, TimedQueuePool):
         engine.pool.waits.warn_after = settings.pool_wait_warning
@@ -123,7 +118,7 @@ def _add_connection_care(
         # asyncpg behind a pooler: no startup option, and nothing rides along with a statement
         # in the extended protocol, so each read session's connection gets a READ ONLY
         # transaction (one more round trip).
-        refuse_writes(engine, transaction_per_read=is_async and is_pooler(settings))
+        refuse_writes(engine, transaction_per_read=is_async and plan.is_pooler)
 
 
 def _label_errors(engine: Engine) -> None:

@@ -24,12 +24,12 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.engines.error_reports import label
 from backend.db.engines.errors import NoReadReplica
 from backend.db.engines.readonly import ReadOnlySession
 from backend.db.reads.replicas import ReplicaSet, measure_lag
 from backend.db.sessions.scope import SESSION_OPTIONS, make_async_session_maker, make_session_maker
-from backend.settings import DatabaseSettings, replica_errors
 
 
 class ReadRouter:
@@ -156,16 +156,15 @@ def make_async_read_session_maker(
 def build_replica_engines(
     factory: Callable[..., Any],
     add: Callable[[Any], Any],
-    settings: DatabaseSettings,
+    plans: Sequence[ConnectionPlan],
     state: ReplicaSet,
 ) -> tuple[Any, ...]:
-    """One read-only engine per replica from `factory` (sync or async), each recorded by `add`
-    (for disposal) and watched: a dead connection marks its replica unavailable."""
+    """One read-only engine per replica's plan (plan_replicas) from `factory` (sync or async),
+    each recorded by `add` (for disposal) and watched: a dead connection marks its replica
+    unavailable."""
     engines = []
-    count = len(settings.replicas)
-    for index, replica in enumerate(settings.replicas):
-        with replica_errors(index + 1, count):  # a TLS refusal names DATABASE_READ_URL
-            engine = add(factory(replica, read_only=True))
+    for index, plan in enumerate(plans):
+        engine = add(factory(plan, read_only=True))
         sync_engine = getattr(engine, "sync_engine", engine)
         watch(sync_engine, state, index)
         engines.append(engine)
