@@ -44,11 +44,12 @@ class BuiltEngines(list[Engine | AsyncEngine]):
 
 
 def _engine(
-    factory: Callable[..., E], built: Any, settings: Any, **options: Any
+    factory: Callable[..., E], built: Any, plan: Any, **options: Any
 ) -> providers.ThreadSafeSingleton[E]:
-    """A singleton engine from `factory`, recorded in `built` when (and only if) it is built."""
+    """A singleton engine from `factory` and a connection plan, recorded in `built` when (and
+    only if) it is built."""
     return providers.ThreadSafeSingleton(
-        BuiltEngines.add, built, providers.Factory(factory, settings, **options)
+        BuiltEngines.add, built, providers.Factory(factory, plan, **options)
     )
 
 

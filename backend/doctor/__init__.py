@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
-from backend.doctor import network, server
+from backend.doctor import network, server, server_settings
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed
 from backend.settings import MissingDriver
@@ -129,11 +129,13 @@ def _server_steps(
         return step
 
     def read_settings() -> Step:
-        values.update(server.server_settings(connection))
+        values.update(server_settings.read(connection))
         # Behind a pooler the budget is of client connections, whatever the layer believes.
         detected = found[-1] if found else "unknown"
         pooled = {"pgbouncer": True, "ignores": True, "none": False}.get(detected)
-        return server.connections(values, budget, plan.is_pooler if pooled is None else pooled)
+        return server_settings.connections(
+            values, budget, plan.is_pooler if pooled is None else pooled
+        )
 
     steps: list[tuple[str, Callable[[], Step]]] = [
         ("async path", partial(server.async_path, async_engine)),
@@ -141,8 +143,8 @@ def _server_steps(
         ("pooler", pooler),
         ("round trip", partial(server.round_trip, connection, options.pings)),
         ("connections", read_settings),
-        ("statement_timeout", lambda: server.statement_timeout(values, settings, user)),
-        ("idle_in_transaction", lambda: server.idle_in_transaction(values, user)),
+        ("statement_timeout", lambda: server_settings.statement_timeout(values, settings, user)),
+        ("idle_in_transaction", lambda: server_settings.idle_in_transaction(values, user)),
     ]
     for i, (name, work) in enumerate(steps):
         try:

@@ -194,7 +194,8 @@ def _unverified() -> ssl.SSLContext:
 
 
 def _how_verified(plan: ConnectionPlan, context: ssl.SSLContext, name: str | None) -> str:
-    root = plan.settings.url.query.get("sslrootcert")
+    # The file the drivers verify with: named in the URL, or libpq's ~/.postgresql/root.crt.
+    root = plan.tls_files.get("sslrootcert")
     against = "the system CAs" if root in (None, "system") else str(root)
     if context.check_hostname:
         return f"chain to {against} and host name {name}"

@@ -86,7 +86,7 @@ class DatabaseSettings(BaseModel):
     connect_timeout: int = Field(ge=1, description="an integer number of seconds >= 1")
     # Failed connects worth retrying (refused, compute restarting) are tried this many more times.
     connect_retries: int = Field(ge=0, description="an integer >= 0")
-    # None: not asked for, so the TLS policy of backend.db.connection.url decides by host.
+    # None: not asked for, so the TLS policy of backend.db.connection.tls decides by host.
     sslmode: SslMode | None = Field(
         description="one of disable, allow, prefer, require, verify-ca, verify-full"
     )
