@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
 from backend.embedded.files import read_as_owner
-from backend.testing.drivers import async_driver, with_test_driver
+from backend.testing.drivers import async_driver, with_run_driver
 from backend.testing.postgres import Certificates, TestServer, choose_bindir
 from tests.conftest import project_root
 
@@ -55,7 +55,7 @@ def environment(url: URL | None, settings: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     if url is not None:
         if url.drivername == "postgresql":  # the run's drivers (BACKEND_TEST_DRIVER)
-            url = with_test_driver(url)
+            url = with_run_driver(url)
             settings = {"async_driver": async_driver(), **settings}
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     env |= {f"DATABASE_{name.upper()}": value for name, value in settings.items()}
