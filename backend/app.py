@@ -184,6 +184,8 @@ def say_which_database(container: Container, engine: Engine) -> None:
     try:
         plan = container.connection_plan()
         where, settings = _kind_of(plan), plan.settings
+        # The sync engine's driver is in its URL's scheme; the async one's is a setting.
+        where += f", async engine on {plan.async_driver_name}"
         sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
         if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
             sizes += f" ({read[0]} + {read[1]} for the read engines)"

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.embedded import free_port
+from backend.testing.drivers import async_driver, run_driver
 from tests.conftest import project_root
 
 UNREACHABLE = "postgresql://u:p@127.0.0.1:1/db"  # never connected to: the settings stop first
@@ -238,9 +239,10 @@ def test_workers_reach_uvicorn(database_url: URL, how: str) -> None:
     assert "Started parent process" in output_text, output_text
     assert output_text.count("Application startup complete.") == 2, output_text
     # The startup line, once per worker: which database (password hidden), direct, TLS, pools.
-    startup = f"backend: database postgresql+psycopg2://postgres:***@127.0.0.1:{database_url.port}/"
-    assert output_text.count(startup) == 2, output_text
-    assert "direct, sslmode=verify-full, pool 5 + 5 overflow per engine" in output_text
+    url = f"postgresql+{run_driver()}://postgres:***@127.0.0.1:{database_url.port}/"
+    assert output_text.count(f"backend: database {url}") == 2, output_text
+    where = f"direct, async engine on {async_driver()}, sslmode=verify-full, pool 5 + 5 overflow"
+    assert where in output_text
     assert output_text.count("Finished server process") == 2
     assert "Traceback" not in output_text
 

@@ -141,7 +141,9 @@ def test_the_startup_lines_and_check_say_what_the_plan_holds(
     kind = "pooler (PgBouncer, transaction mode)" if plan.is_pooler else "direct"
     (database,) = [line for line in lines if line.startswith("database ")]
     assert database.startswith(f"database {shown(plan.sync_driver.url)}")
-    assert f", {kind}, sslmode={plan.sslmode}, " in database
+    assert (
+        f", {kind}, async engine on {plan.async_driver_name}, sslmode={plan.sslmode}, " in database
+    )
     (replica,) = [line for line in lines if line.startswith("read replica ")]
     assert replica.startswith(f"read replica {shown(replica_plan.sync_driver.url)}")
     assert f", {kind}, sslmode={replica_plan.sslmode};" in replica
