@@ -118,7 +118,7 @@ def _add_connection_care(
         # asyncpg behind a pooler: no startup option, and nothing rides along with a statement
         # in the extended protocol, so each read session's connection gets a READ ONLY
         # transaction (one more round trip).
-        refuse_writes(engine, transaction_per_read=is_async and plan.is_pooler)
+        refuse_writes(engine, through_pooler=plan.is_pooler)
 
 
 def _label_errors(engine: Engine) -> None:

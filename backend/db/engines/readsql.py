@@ -123,6 +123,38 @@ def not_a_read(sql: str) -> str | None:
     )
 
 
+# psycopg 3's placeholders: `%` then a name in parentheses and one character, or any one
+# character but a newline (psycopg/_queries.py, _re_placeholder and _split_query).
+_PSYCOPG_PLACEHOLDER = re.compile(r"%(?:\(([^)]+)\).|.)")
+
+
+def as_psycopg_sends(sql: str) -> str | None:
+    """A statement psycopg 3 runs with parameters, as the server gets it: each placeholder a
+    `$n` (one per name), `%%` a `%`; the values go apart, so none is in the text to check.
+
+    None where psycopg refuses to send it (a placeholder other than %s, %b and %t, or named
+    and positional ones mixed): it raises its own error before anything is sent.
+    """
+    numbers: dict[str | int, int] = {}
+    named = set()
+
+    def placeholder(match: re.Match[str]) -> str:
+        text = match[0]
+        if text == "%%":
+            return "%"
+        if text[-1] not in "sbt":
+            raise ValueError(text)
+        key: str | int = match[1] if match[1] is not None else len(numbers)
+        named.add(isinstance(key, str))
+        return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+    try:
+        converted = _PSYCOPG_PLACEHOLDER.sub(placeholder, sql)
+    except ValueError:
+        return None
+    return None if len(named) > 1 else converted
+
+
 def _not_a_read_statement(kind: str, node: dict[str, Any], sql: str) -> str | None:
     if kind in ("SelectStmt", "VariableShowStmt"):
         return None
