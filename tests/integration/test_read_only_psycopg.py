@@ -12,8 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db.engines.readonly import READ_ONLY_OPTIONS, ReadOnlyError, keep_server_guard
-from backend.db.engines.readonly import refuse_writes
+from backend.db.engines.readonly import (
+    READ_ONLY_OPTIONS,
+    ReadOnlyError,
+    keep_server_guard,
+    refuse_writes,
+)
 from tests.integration.test_sessions import Note
 
 pytest.importorskip("psycopg")
