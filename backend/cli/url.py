@@ -1,5 +1,5 @@
-"""print the embedded server's URL, for psql, Alembic or DATABASE_URL, whether it runs or not
-(the password is hidden unless --show-password)"""
+"""print the embedded server's URL, for DATABASE_URL, SQLAlchemy, Alembic or psql, whether it
+runs or not (the password is hidden unless --show-password)"""
 
 import argparse
 import sys
@@ -8,10 +8,25 @@ from backend.cli import CommandError, add_data_dir, data_folder
 from backend.embedded import recorded_url, running_elsewhere
 from backend.embedded.files import check_folder
 
+# The scheme names the driver, so that SQLAlchemy (2.1 reads a bare postgresql:// as psycopg 3)
+# and Alembic take the URL as it is; psql and other libpq tools want the plain scheme.
+SCHEMES = {
+    "psycopg2": "postgresql+psycopg2",
+    "psycopg": "postgresql+psycopg",
+    "asyncpg": "postgresql+asyncpg",
+    "libpq": "postgresql",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-password", action="store_true", help="print the password instead of ***"
+    )
+    parser.add_argument(
+        "--driver",
+        choices=SCHEMES,
+        default="psycopg2",
+        help="the driver the URL's scheme names (default psycopg2; libpq: postgresql://, for psql)",
     )
     add_data_dir(parser)
 
@@ -31,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             f"no embedded PostgreSQL has started in {folder} yet: "
             f"python -m backend --data-dir {args.data_dir} starts one"
         )
+    url = url.set(drivername=SCHEMES[args.driver])
     print(url.render_as_string(hide_password=not args.show_password))
     pid = running_elsewhere(folder)
     if pid is None:

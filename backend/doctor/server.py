@@ -113,7 +113,7 @@ def detect_pooler(engine: Engine, plan: ConnectionPlan) -> Pooler:
     not poolers, and are not taken for one: the server answers `on`."""
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
     options = f"{cparams.get('options', '')} {READ_ONLY_OPTIONS}".strip()
-    parameters = {**cparams, **plan.psycopg2.connect_args, "options": options}
+    parameters = {**cparams, **plan.sync_driver.connect_args, "options": options}
     try:
         probe = psycopg2.connect(*cargs, **parameters)
     except psycopg2.Error as exc:

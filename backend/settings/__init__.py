@@ -39,6 +39,7 @@ __all__ = [
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 PoolerMode = Literal["auto", "pgbouncer", "none"]
+AsyncDriver = Literal["asyncpg", "psycopg"]
 ReadFallback = Literal["primary", "fail"]
 
 # libpq parameters a pasted URL may carry in its query. For these one rule holds: a DATABASE_*
@@ -98,6 +99,7 @@ class DatabaseSettings(BaseModel):
     )
     allow_insecure: bool = Field(description="true or false")
     pooler: PoolerMode = Field(description="one of auto, pgbouncer, none")
+    async_driver: AsyncDriver = Field(description="one of asyncpg, psycopg")
     # How long one call waits for the server's answer, client-side; 0: for ever.
     statement_timeout: float = Field(
         ge=0, allow_inf_nan=False, description="a number of seconds >= 0"

@@ -6,10 +6,13 @@ class ConfigurationError(ValueError):
 
 
 class MissingDriver(ConfigurationError):
-    """The async path was asked for where its driver is not installed."""
+    """An engine was asked for where its driver, an extra, is not installed."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "async", driver: str = "asyncpg") -> None:
         super().__init__(
-            "the async engine needs asyncpg, which is not installed: "
-            "pip install 'fastapi-sqlmodel-neon[asyncpg]'"
+            f"the {engine} engine needs {_NAMES.get(driver, driver)}, which is not installed: "
+            f"pip install 'fastapi-sqlmodel-neon[{driver}]'"
         )
+
+
+_NAMES = {"psycopg": "psycopg 3 (psycopg)"}

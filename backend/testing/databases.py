@@ -23,6 +23,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.container import Container, use_database
+from backend.testing.drivers import async_driver, with_test_driver
 from backend.testing.isolation import MAKERS, OuterTransaction
 from backend.testing.postgres import Door, TestServer
 
@@ -51,7 +52,7 @@ class TestDatabase:
     # (Databases.outer_engine), so a test takes a warm connection, not a new TLS handshake.
     outer_engine: Engine | None = field(default=None, repr=False)
     _outer: OuterTransaction | None = field(default=None, repr=False)
-    _bound: list[tuple[Container, Any]] = field(default_factory=list, repr=False)
+    _bound: list[tuple[Container, Any, Any]] = field(default_factory=list, repr=False)
 
     @property
     def pooler(self) -> bool:
@@ -64,25 +65,28 @@ class TestDatabase:
         session makers replaced by ones joining the test's transaction.
         """
         pooler_setting = container.config.database.pooler()
+        driver_setting = container.config.database.async_driver()
         if self.pooler:
             # What a Neon URL with -pooler in its host gets by itself: PgBouncer's rules.
             container.config.database.pooler.from_value("pgbouncer")
-        use_database(container, self.url)
-        self._bound.append((container, pooler_setting))
+        container.config.database.async_driver.from_value(async_driver())
+        use_database(container, with_test_driver(self.url))
+        self._bound.append((container, pooler_setting, driver_setting))
         if self.mode == "transaction":
             outer = self._outer_transaction()
             for name in MAKERS:
                 getattr(container, name).override(providers.Object(outer.makers[name]))
 
     def unbind(self, container: Container) -> None:
-        """Undo bind(): the overrides made here go, the pooler setting comes back."""
-        for index, (bound, pooler_setting) in enumerate(self._bound):
+        """Undo bind(): the overrides made here go, the pooler and driver settings come back."""
+        for index, (bound, pooler_setting, driver_setting) in enumerate(self._bound):
             if bound is container:
                 del self._bound[index]
                 if self.mode == "transaction":
                     for name in MAKERS:
                         getattr(container, name).reset_last_overriding()
                 container.config.database.pooler.from_value(pooler_setting)
+                container.config.database.async_driver.from_value(driver_setting)
                 return
 
     @contextmanager
@@ -120,7 +124,7 @@ class TestDatabase:
 
     def close(self) -> None:
         """The end of the test: every bound container let go, the transaction rolled back."""
-        for container, _ in list(self._bound):
+        for container, _, _ in list(self._bound):
             self.unbind(container)
         if self._outer is not None:
             self._outer.end()
@@ -137,7 +141,8 @@ class TestDatabase:
         container = Container()
         if self.pooler:
             container.config.database.pooler.from_value("pgbouncer")
-        use_database(container, self.url)
+        container.config.database.async_driver.from_value(async_driver())
+        use_database(container, with_test_driver(self.url))
         return container
 
 

@@ -65,7 +65,7 @@ class Neon:
         """
         if idle:
             self._suspended_at = time.monotonic()
-            for container, _ in self.database._bound:
+            for container, _, _ in self.database._bound:
                 for engine in container.built_engines():
                     self._age(engine)
         return self.server.suspend(self.database.name)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from backend.embedded import PostgresServer, embedded_bindir, free_port, reachable_data_dir
@@ -251,11 +252,16 @@ def test_url_prints_the_embedded_database_url_running_or_not() -> None:
     try:
         hidden = backend("url", "--data-dir", str(data_dir))
         shown = backend("url", "--data-dir", str(data_dir), "--show-password")
-        # What psql or Alembic would do with it, while the main job serves.
-        connection = psycopg2.connect(shown.stdout.strip())
+        for_psql = backend(
+            "url", "--data-dir", str(data_dir), "--show-password", "--driver", "libpq"
+        )
+        # What SQLAlchemy, Alembic and psql would do with them, while the main job serves.
+        with sa.create_engine(shown.stdout.strip()).connect() as through_sqlalchemy:
+            answer = through_sqlalchemy.scalar(sa.text("SELECT 1"))
+        connection = psycopg2.connect(for_psql.stdout.strip())
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-            answer = cursor.fetchone()
+            assert cursor.fetchone() == (1,)
         connection.close()
     finally:
         output = stop_main_job(job)
@@ -265,9 +271,11 @@ def test_url_prints_the_embedded_database_url_running_or_not() -> None:
     assert health is not None, output
     port = database_port(output)
     assert hidden.returncode == 0, hidden.stderr
-    assert hidden.stdout == f"postgresql://postgres:***@127.0.0.1:{port}/postgres\n"
+    # The scheme names the driver: SQLAlchemy 2.1 would read a bare postgresql:// as psycopg 3.
+    assert hidden.stdout == f"postgresql+psycopg2://postgres:***@127.0.0.1:{port}/postgres\n"
+    assert for_psql.stdout.startswith("postgresql://postgres:")
     assert f"running, served by process {job.pid}" in hidden.stderr
-    assert answer == (1,)
+    assert answer == 1
     assert shown.stdout != hidden.stdout
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == hidden.stdout

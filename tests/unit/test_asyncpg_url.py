@@ -14,7 +14,7 @@ from tests.unit.test_url import NEON_POOLER
 
 
 def target_for(monkeypatch: pytest.MonkeyPatch, url: str, **env: str) -> DriverArgs:
-    return make_container(monkeypatch, url, **env).connection_plan().asyncpg
+    return make_container(monkeypatch, url, **env).connection_plan().async_driver
 
 
 def test_the_url_keeps_no_libpq_word(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +125,7 @@ def test_asyncpg_parameters_pass_typed_and_leave_the_sync_url(
 ) -> None:
     url = NEON + "?command_timeout=30&statement_cache_size=50&target_session_attrs=read-write"
     container = make_container(monkeypatch, url)
-    args = container.connection_plan().asyncpg.connect_args
+    args = container.connection_plan().async_driver.connect_args
     assert (args["command_timeout"], args["statement_cache_size"]) == (30.0, 50)
     assert args["target_session_attrs"] == "read-write"
     sync_query = container.engine().url.query

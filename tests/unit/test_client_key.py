@@ -129,7 +129,7 @@ def test_the_async_context_presents_the_key_and_names_the_host_of_a_hostaddr(
             ).replace("ep-cool-darkness-123456.us-east-2.aws.neon.tech", "db.example.test")
             container = make_container(monkeypatch, f"{url}&hostaddr=127.0.0.1&port={port}")
             # What the async engine hands asyncpg.connect() (asyncpg_arguments runs a loop).
-            args = container.connection_plan().asyncpg.connect_args
+            args = container.connection_plan().async_driver.connect_args
             assert (args["host"], args["port"]) == (["127.0.0.1"], [port])
             _, writer = await asyncio.open_connection(
                 args["host"][0], port, ssl=args["ssl"], server_hostname=args["host"][0]

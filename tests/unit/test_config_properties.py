@@ -201,7 +201,7 @@ def assert_no_plaintext_to_a_remote_address(plan: ConnectionPlan, env: dict[str,
     they leave out); asyncpg: its host list, or the URL's host."""
     if plan.settings.allow_insecure:
         return
-    sync, target = plan.psycopg2, plan.asyncpg
+    sync, target = plan.sync_driver, plan.async_driver
     arguments = {**PSYCOPG2.create_connect_args(sync.url)[1], **sync.connect_args}
     if arguments["sslmode"] in ("disable", "allow", "prefer"):
         addresses = libpq_addresses(arguments, env)
@@ -267,8 +267,8 @@ def test_every_configuration_is_built_or_refused_by_name(
         try:
             settings, plan = engine_config(url, env)
             assert_no_plaintext_to_a_remote_address(plan, pg)
-            sync = plan.psycopg2.url
-            shown = f"{settings!r} {settings} {sync!r} {sync} {plan.asyncpg!r} {plan!r}"
+            sync = plan.sync_driver.url
+            shown = f"{settings!r} {settings} {sync!r} {sync} {plan.async_driver!r} {plan!r}"
         except ConfigurationError as error:  # the only error allowed to escape
             assert_names_a_setting(error)
             shown = f"{error} {error!r} {error.__cause__!r}"

@@ -97,19 +97,19 @@ def test_engines_copy_the_plans_arguments_and_leave_them_as_they_were(
 ) -> None:
     container = make_container(monkeypatch, PRIMARY + "?command_timeout=5")
     plan = container.connection_plan()
-    before = dict(plan.asyncpg.connect_args)
+    before = dict(plan.async_driver.connect_args)
     container.async_read_engine()  # adds default_transaction_read_only to its own copy
     container.async_engine()
-    assert dict(plan.asyncpg.connect_args) == before
+    assert dict(plan.async_driver.connect_args) == before
     assert dict(before["server_settings"]) == {"application_name": "backend"}
     with pytest.raises(TypeError):
-        plan.asyncpg.connect_args["ssl"] = False  # type: ignore[index]
+        plan.async_driver.connect_args["ssl"] = False  # type: ignore[index]
 
 
 def test_the_plan_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     url = with_query(PRIMARY.replace(":pw@", ":Zq9-pass@"), sslpassword="Zq9-key", password="Zq9-q")
     plan = make_container(monkeypatch, url).connection_plan()
-    assert plan.psycopg2.connect_args["sslpassword"] == "Zq9-key"  # libpq gets it
+    assert plan.sync_driver.connect_args["sslpassword"] == "Zq9-key"  # libpq gets it
     assert "Zq9" not in repr(plan)
     assert "Zq9" not in str(plan)
 
@@ -140,10 +140,10 @@ def test_the_startup_lines_and_check_say_what_the_plan_holds(
     lines = [record.getMessage() for record in caplog.records if record.name == "backend"]
     kind = "pooler (PgBouncer, transaction mode)" if plan.is_pooler else "direct"
     (database,) = [line for line in lines if line.startswith("database ")]
-    assert database.startswith(f"database {shown(plan.psycopg2.url)}")
+    assert database.startswith(f"database {shown(plan.sync_driver.url)}")
     assert f", {kind}, sslmode={plan.sslmode}, " in database
     (replica,) = [line for line in lines if line.startswith("read replica ")]
-    assert replica.startswith(f"read replica {shown(replica_plan.psycopg2.url)}")
+    assert replica.startswith(f"read replica {shown(replica_plan.sync_driver.url)}")
     assert f", {kind}, sslmode={replica_plan.sslmode};" in replica
 
     report = run_checks(container, Options(pings=1))
@@ -170,8 +170,8 @@ def test_a_plan_is_a_value_of_its_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert plan.settings is container.settings()
     assert plan.origin("host") == "host in DATABASE_URL"
     assert (plan.target.user, plan.target.database) == ("app", "shop")
-    assert plan.psycopg2.url.query["sslmode"] == plan.sslmode
-    assert plan.asyncpg.url.drivername == "postgresql+asyncpg"
+    assert plan.sync_driver.url.query["sslmode"] == plan.sslmode
+    assert plan.async_driver.url.drivername == "postgresql+asyncpg"
     assert container.engine().url.query["sslmode"] == plan.sslmode
 
 

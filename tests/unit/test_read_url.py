@@ -58,7 +58,7 @@ def test_each_replica_gets_the_asyncpg_translation(monkeypatch: pytest.MonkeyPat
     container = make_container(monkeypatch, DATABASE_READ_URL=url)
     (plan,) = container.replica_plans()
     assert plan.settings is container.settings().replicas[0]
-    target = plan.asyncpg
+    target = plan.async_driver
     assert dict(target.url.query) == {}  # no sslmode/channel_binding: asyncpg's TypeError
     assert target.connect_args["ssl"] == "require"
     assert target.connect_args["statement_cache_size"] == 0  # a -pooler replica

@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 
 from backend.db.connection.target import resolve
 from backend.db.connection.tls import effective_sslmode
-from backend.db.connection.url import psycopg2_args
+from backend.db.connection.url import libpq_args
 from backend.settings import ConfigurationError
 from tests.unit.test_settings import NEON, SECRET, make_container
 
@@ -123,8 +123,10 @@ def test_sslrootcert_system_needs_libpq_16(monkeypatch: pytest.MonkeyPatch) -> N
     target = resolve(settings.url, "alex")
     sslmode = effective_sslmode(settings, target)
     with pytest.raises(ConfigurationError, match=r"libpq 16 or newer.*ca-certificates\.crt"):
-        psycopg2_args(settings, target, sslmode, libpq_version=150004)
-    sync = psycopg2_args(settings, target, sslmode, libpq_version=160000)
+        libpq_args(settings, target, sslmode, driver="psycopg2", libpq_version=150004, pooler=False)
+    sync = libpq_args(
+        settings, target, sslmode, driver="psycopg2", libpq_version=160000, pooler=False
+    )
     assert sync.url.query["sslrootcert"] == "system"
     if libpq_version() >= 160000:  # the bundled libpq takes it as it is
         assert engine_for(monkeypatch, NEON + "?sslrootcert=system").url.query["sslrootcert"]

@@ -12,10 +12,11 @@ here and nowhere else; url.py, target.py and tls.py are pure rules on the values
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.util import find_spec
 from ssl import SSLContext
 from types import MappingProxyType
 
-from psycopg2.extensions import libpq_version
+import psycopg2.extensions
 
 from backend.db.connection.machine import load_client_key, login_name, ssl_context, tls_files
 from backend.db.connection.target import Target, resolve
@@ -25,8 +26,9 @@ from backend.db.connection.url import (
     asyncpg_args,
     check_scheme,
     is_pooler,
-    psycopg2_args,
+    libpq_args,
     refuse_startup_settings_on_pooler,
+    sync_driver,
 )
 from backend.settings import DatabaseSettings, replica_errors
 
@@ -43,18 +45,26 @@ class ConnectionPlan:
     sslmode: str
     # The TLS files the drivers read, by libpq parameter: named, or libpq's defaults found.
     tls_files: Mapping[str, str]
-    psycopg2: DriverArgs  # the sync engine's
-    asyncpg: DriverArgs  # the async engine's, with what asyncpg drops and the warnings it gets
+    # The SSL context (or asyncpg's word for the sslmode) the plan's TLS rule comes to: what
+    # asyncpg connects with, and what `check` verifies the server's certificate against.
+    ssl: SSLContext | str | bool
+    # The sync engine's (psycopg2, or psycopg 3 for postgresql+psycopg://) and the async
+    # engine's (asyncpg, or psycopg 3: DATABASE_ASYNC_DRIVER), each URL naming its driver; an
+    # asyncpg plan also says what asyncpg drops and the warnings it gets.
+    sync_driver: DriverArgs
+    async_driver: DriverArgs
 
     def origin(self, parameter: str) -> str:
         """Where a URL parameter came from, for messages: `host in DATABASE_URL` or `PGHOST`."""
         return self.settings.origin(parameter)
 
     @property
-    def ssl(self) -> SSLContext | str | bool:
-        """asyncpg's `ssl` argument: its own word for the sslmode, or the SSL context."""
-        ssl: SSLContext | str | bool = self.asyncpg.connect_args["ssl"]
-        return ssl
+    def sync_driver_name(self) -> str:
+        return self.sync_driver.url.get_driver_name()
+
+    @property
+    def async_driver_name(self) -> str:
+        return self.async_driver.url.get_driver_name()
 
 
 def plan_connection(settings: DatabaseSettings) -> ConnectionPlan:
@@ -76,15 +86,38 @@ def plan_connection(settings: DatabaseSettings) -> ConnectionPlan:
             load_client_key(ssl, settings, files)
     else:
         ssl = word
+    driver = sync_driver(url)
+    sync = libpq_args(
+        settings, target, sslmode, driver=driver, libpq_version=_libpq(driver), pooler=pooler
+    )
+    if settings.async_driver == "psycopg":
+        async_args = libpq_args(
+            settings, target, sslmode, driver="psycopg", libpq_version=_libpq("psycopg"),
+            pooler=pooler,
+        )  # fmt: skip
+    else:
+        async_args = asyncpg_args(settings, target, pooler, ssl)
     return ConnectionPlan(
         settings=settings,
         target=target,
         is_pooler=pooler,
         sslmode=sslmode,
         tls_files=MappingProxyType(files),
-        psycopg2=psycopg2_args(settings, target, sslmode, libpq_version()),
-        asyncpg=asyncpg_args(settings, target, pooler, ssl),
+        ssl=ssl,
+        sync_driver=sync,
+        async_driver=async_args,
     )
+
+
+def _libpq(driver: str) -> int | None:
+    """The version of the libpq `driver` runs on (psycopg's binary wheel brings its own)."""
+    if driver == "psycopg2":
+        return int(psycopg2.extensions.libpq_version())
+    if find_spec("psycopg") is None:  # an extra: the engine that needs it says so when built
+        return None
+    import psycopg.pq
+
+    return int(psycopg.pq.version())
 
 
 def plan_replicas(settings: DatabaseSettings) -> tuple[ConnectionPlan, ...]:

@@ -52,6 +52,31 @@ def check_scheme(url: URL) -> None:
         raise ConfigurationError(
             f"DATABASE_URL must be a PostgreSQL URL (postgresql://…), got scheme {backend!r}"
         )
+    sync_driver(url)
+
+
+# The driver a URL's scheme names → the sync engine's. SQLAlchemy refuses postgres:// since 1.4,
+# and from 2.1 a bare postgresql:// means psycopg 3; here both stay psycopg2, the default, which
+# never prepares server-side and so is safe behind the pooler as it is. An asyncpg URL pasted as
+# DATABASE_URL names the async engine's driver, not a sync one: psycopg2 serves the sync path.
+SYNC_DRIVERS = {
+    None: "psycopg2",
+    "psycopg2": "psycopg2",
+    "asyncpg": "psycopg2",
+    "psycopg": "psycopg",
+    "psycopg_async": "psycopg",
+}
+
+
+def sync_driver(url: URL) -> str:
+    """The sync engine's driver by the URL's scheme: psycopg for postgresql+psycopg://."""
+    name = url.drivername.partition("+")[2] or None
+    if name not in SYNC_DRIVERS:
+        raise ConfigurationError(
+            f"DATABASE_URL names the driver {name!r} (postgresql+{name}://), which the layer "
+            "does not run: use postgresql:// (psycopg2) or postgresql+psycopg:// (psycopg 3)"
+        )
+    return SYNC_DRIVERS[name]
 
 
 def refuse_startup_settings_on_pooler(settings: DatabaseSettings, pooler: bool) -> None:
@@ -69,39 +94,52 @@ def _has_startup_settings(options: str | tuple[str, ...] | None) -> bool:
     return "-c" in text.split() or "--" in text
 
 
-def psycopg2_args(
-    settings: DatabaseSettings, target: Target, sslmode: str, libpq_version: int
+def libpq_args(
+    settings: DatabaseSettings,
+    target: Target,
+    sslmode: str,
+    *,
+    driver: str,
+    libpq_version: int | None,
+    pooler: bool,
 ) -> DriverArgs:
-    """The sync engine's: psycopg2 over libpq, every libpq parameter in the URL's query, and
-    DATABASE_URL's secret parameters (sslpassword, …) as arguments, never in a shown URL."""
+    """What a libpq driver (psycopg2, or psycopg 3 sync or async) is handed: every libpq
+    parameter in the URL's query, and DATABASE_URL's secret parameters (sslpassword, …) as
+    arguments, never in a shown URL. libpq applies its own rules to them (channel_binding,
+    host lists, service files), on either driver."""
     url = settings.url
-    if url.query.get("sslrootcert") == "system" and libpq_version < 160000:
+    if url.query.get("sslrootcert") == "system" and libpq_version and libpq_version < 160000:
         raise ConfigurationError(
             f"sslrootcert=system ({settings.origin('sslrootcert')}) needs libpq 16 or newer, "
-            f"and psycopg2 here uses libpq "
+            f"and {driver} here uses libpq "
             f"{libpq_version // 10000}: give the CA bundle's path instead, e.g. "
             "sslrootcert=/etc/ssl/certs/ca-certificates.crt"
         )
-    # SQLAlchemy refuses postgres:// since 1.4, and from 2.1 a bare postgresql:// means psycopg 3,
-    # which is not installed; the sync path is psycopg2 on purpose (it never prepares
-    # server-side, so it is safe behind the pooler). asyncpg's own parameters, meant for the
-    # async twin, would be "invalid connection option"s to libpq.
+    # asyncpg's own parameters, meant for its engine, would be "invalid connection option"s to
+    # libpq.
     libpq_query = url.difference_update_query(set(ASYNCPG_PARAMETERS) - SHARED_PARAMETERS)
-    sync_url = _with_target(libpq_query, target).update_query_dict(
+    libpq_url = _with_target(libpq_query, target, driver).update_query_dict(
         {
             "sslmode": sslmode,
             "connect_timeout": str(settings.connect_timeout),
             "application_name": settings.application_name,
         }
     )
-    secrets = {name: secret.get_secret_value() for name, secret in settings.secrets.items()}
-    return DriverArgs(sync_url, MappingProxyType(secrets))
+    args: dict[str, Any] = {
+        name: secret.get_secret_value() for name, secret in settings.secrets.items()
+    }
+    if driver == "psycopg" and pooler:
+        # psycopg 3 prepares a statement run five times on a connection; PgBouncer in
+        # transaction mode hands the next transaction to another server connection, where that
+        # statement does not exist (or another client's of the same name does: 42P05).
+        args["prepare_threshold"] = None
+    return DriverArgs(libpq_url, MappingProxyType(args))
 
 
-def _with_target(url: URL, target: Target) -> URL:
+def _with_target(url: URL, target: Target, driver: str) -> URL:
     """Every host, address, port, user and database explicit, so libpq reads no PG* for them."""
     url = url.difference_update_query(TARGET_PARAMETERS).set(
-        drivername="postgresql+psycopg2", username=target.user, database=target.database
+        drivername=f"postgresql+{driver}", username=target.user, database=target.database
     )
     if (one := target.single_host) is not None:
         return url.set(host=one.host, port=one.port)

@@ -1,12 +1,12 @@
-"""A connection plan → the SQLAlchemy engines, sync (psycopg2) and async (asyncpg), with
-Neon's options; a read engine with its read-only guards (readonly.py) installed."""
+"""A connection plan → the SQLAlchemy engines, sync (psycopg2 or psycopg 3) and async (asyncpg
+or psycopg 3), with Neon's options; a read engine with its read-only guards (readonly.py)."""
 
 import logging
 from importlib.util import find_spec
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.db.connection.plan import ConnectionPlan
@@ -27,22 +27,19 @@ logger = logging.getLogger(__name__)
 
 
 def create_sync_engine(plan: ConnectionPlan, *, read_only: bool = False) -> Engine:
-    """Build the engine from the plan's psycopg2 URL and arguments, and its settings' pool
-    options. Like every SQLAlchemy engine it connects on first use, not here.
+    """Build the sync engine from the plan's driver (psycopg2, or psycopg 3) and its settings'
+    pool options. Like every SQLAlchemy engine it connects on first use, not here.
 
     `read_only`: autocommit (no BEGIN/ROLLBACK round trips) and writes refused.
     """
     settings = plan.settings
-    url = plan.psycopg2.url
-    if read_only and not plan.is_pooler:
-        # In the startup packet, at no round trip: it also guards SQL sent on the raw driver
-        # connection. PgBouncer refuses startup options; each read's own READ ONLY transaction
-        # (refuse_writes) is the guard everywhere.
-        options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
-        url = url.update_query_dict({"options": options})
-    url = libpq_tcp_parameters(url, settings.tcp_user_timeout)
+    driver = plan.sync_driver_name
+    _require(driver, "sync")
+    url = _libpq_url(plan, plan.sync_driver.url, read_only)
     # Secret parameters (sslpassword) go to libpq as arguments: a URL's query is shown by repr.
-    connect_args = {**plan.psycopg2.connect_args, **bounded_waits(settings.statement_timeout)}
+    connect_args = dict(plan.sync_driver.connect_args)
+    if driver == "psycopg2":
+        connect_args |= bounded_waits(settings.statement_timeout)
     engine = create_engine(url, connect_args=connect_args, **_engine_options(settings, read_only))
     _add_connection_care(engine, plan, read_only)
     if read_only and not plan.is_pooler:
@@ -52,35 +49,58 @@ def create_sync_engine(plan: ConnectionPlan, *, read_only: bool = False) -> Engi
 
 
 def create_async_db_engine(plan: ConnectionPlan, *, read_only: bool = False) -> AsyncEngine:
-    """The asyncpg twin of create_sync_engine: the plan's asyncpg URL and arguments, the same
-    pool."""
-    if find_spec("asyncpg") is None:  # an extra: a sync-only app never installs it
-        raise MissingDriver()
+    """The async twin of create_sync_engine: the plan's async driver (asyncpg, or psycopg 3),
+    the same pool."""
     settings = plan.settings
+    driver = plan.async_driver_name
+    _require(driver, "async")
     # The plan's are shared by every engine built from it: this engine's own copy.
-    connect_args = dict(plan.asyncpg.connect_args)
-    server_settings = dict(connect_args.pop("server_settings", {}))
-    if read_only and not plan.is_pooler:
-        # The server's guard for asyncpg on a direct host, at no round trip (refuse_writes).
-        server_settings["default_transaction_read_only"] = "on"
-    if server_settings:
-        connect_args["server_settings"] = server_settings
-    for warning in plan.asyncpg.warnings:
+    connect_args = dict(plan.async_driver.connect_args)
+    if driver == "psycopg":
+        url = _libpq_url(plan, plan.async_driver.url, read_only)
+        command_timeout: float | None = None
+    else:
+        url = plan.async_driver.url
+        server_settings = dict(connect_args.pop("server_settings", {}))
+        if read_only and not plan.is_pooler:
+            # The server's guard for asyncpg on a direct host, at no round trip (refuse_writes).
+            server_settings["default_transaction_read_only"] = "on"
+        if server_settings:
+            connect_args["server_settings"] = server_settings
+        # A command_timeout in DATABASE_URL wins, as the URL's parameters do.
+        command_timeout = connect_args.setdefault(
+            "command_timeout", settings.statement_timeout or None
+        )
+    for warning in plan.async_driver.warnings:
         logger.warning(warning)
-    # A command_timeout in DATABASE_URL wins, as the URL's parameters do.
-    command_timeout = connect_args.setdefault("command_timeout", settings.statement_timeout or None)
     engine = create_async_engine(
-        plan.asyncpg.url,
-        connect_args=connect_args,
-        **_engine_options(settings, read_only, is_async=True),
+        url, connect_args=connect_args, **_engine_options(settings, read_only, is_async=True)
     )
-    _add_connection_care(engine.sync_engine, plan, read_only, is_async=True)
-    bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0)
-    discard_desynced_connections(engine.sync_engine)
+    _add_connection_care(engine.sync_engine, plan, read_only)
+    if driver == "asyncpg":
+        bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0.0)
+        discard_desynced_connections(engine.sync_engine)
     if read_only and not plan.is_pooler:
         keep_server_guard(engine.sync_engine)
     _label_errors(engine.sync_engine)
     return engine
+
+
+def _require(driver: str, engine: str) -> None:
+    # asyncpg and psycopg 3 are extras: an app that never builds their engine never installs them.
+    if driver != "psycopg2" and find_spec(driver) is None:
+        raise MissingDriver(engine, driver)
+
+
+def _libpq_url(plan: ConnectionPlan, url: URL, read_only: bool) -> URL:
+    """A libpq driver's URL, with the read-only guard and the TCP timeouts libpq applies."""
+    if read_only and not plan.is_pooler:
+        # In the startup packet, at no round trip: it also guards SQL sent on the raw driver
+        # connection. PgBouncer refuses startup options; each read's own READ ONLY transaction
+        # (refuse_writes) is the guard everywhere.
+        options = f"{url.query.get('options', '')} {READ_ONLY_OPTIONS}".strip()
+        url = url.update_query_dict({"options": options})
+    return libpq_tcp_parameters(url, plan.settings.tcp_user_timeout)
 
 
 def _engine_options(
@@ -105,9 +125,7 @@ def _engine_options(
     }
 
 
-def _add_connection_care(
-    engine: Engine, plan: ConnectionPlan, read_only: bool = False, *, is_async: bool = False
-) -> None:
+def _add_connection_care(engine: Engine, plan: ConnectionPlan, read_only: bool = False) -> None:
     settings = plan.settings
     retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     if isinstance(engine.pool, TimedQueuePool):
@@ -115,9 +133,8 @@ def _add_connection_care(
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:
-        # asyncpg behind a pooler: no startup option, and nothing rides along with a statement
-        # in the extended protocol, so each read session's connection gets a READ ONLY
-        # transaction (one more round trip).
+        # Behind a pooler no startup option makes the server read-only: refuse_writes gives
+        # each read its READ ONLY transaction in the way its driver can carry one.
         refuse_writes(engine, through_pooler=plan.is_pooler)
 
 
