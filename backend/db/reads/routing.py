@@ -209,5 +209,25 @@ def _closed_by_server(driver_connection: Any) -> bool:
             except psycopg2.Error:
                 return True
         return True
+    if hasattr(driver_connection, "pgconn"):  # psycopg 3, sync or async alike
+        return _psycopg_closed_by_server(driver_connection)
     # asyncpg: the event loop saw the EOF when it came (connection_lost).
     return bool(driver_connection.is_closed())
+
+
+def _psycopg_closed_by_server(driver_connection: Any) -> bool:
+    """psycopg2's reading, on psycopg 3: it reads nothing while idle (no event loop watches an
+    idle async connection either), so what the server sent is read here, without blocking;
+    libpq reports the EOF as a failed read."""
+    for _ in range(3):
+        if driver_connection.closed or driver_connection.broken:
+            return True
+        poller = select.poll()
+        poller.register(driver_connection.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return False
+        try:
+            driver_connection.pgconn.consume_input()
+        except Exception:  # psycopg.OperationalError; psycopg is an optional extra
+            return True
+    return True
