@@ -149,4 +149,5 @@ def test_a_psycopg_outer_connection_comes_back_clean_to_the_next_test(
             with pytest.raises(ReadOnlyError):
                 reads.execute(INSERT, {"name": "tea"})
         outer.end()
-    assert psycopg_outer_engine.pool.checkedout() == 0
+    pool = psycopg_outer_engine.pool
+    assert isinstance(pool, sa.QueuePool) and pool.checkedout() == 0
