@@ -20,7 +20,7 @@ from backend.db.engines.readonly import (
 )
 from tests.integration.test_sessions import Note
 
-pytest.importorskip("psycopg")
+psycopg = pytest.importorskip("psycopg")
 
 assert Note.__tablename__ == "test_note"  # the model puts the table in the tests' schema
 WRITE = "INSERT INTO test_note (key, text) VALUES ('written', 'by a read')"
@@ -199,3 +199,64 @@ async def test_round_trips_of_a_warm_read(
         counted = front.traffic.flights_up
         await async_engine.dispose()
     assert counted / 10 == flights
+
+
+def test_behind_the_pooler_sql_on_the_raw_connection_is_read_only_too(
+    pooler_url: URL, database_url: URL
+) -> None:
+    """The guard is the connection's cursor class: no SQLAlchemy event needs to see the SQL."""
+    engine = sync_read_engine(pooler_url, pooler=True)
+    try:
+        with engine.connect() as connection:
+            driver: Any = connection.connection.driver_connection
+            with pytest.raises(Exception, match="read-only transaction"):
+                driver.execute(WRITE)
+            read_only = driver.execute("SELECT current_setting('transaction_read_only')")
+            assert read_only.fetchone() == ("on",)
+    finally:
+        engine.dispose()
+    assert notes(database_url) == 0
+
+
+def test_behind_the_pooler_a_failure_before_anything_runs_leaves_the_connection_usable(
+    pooler_url: URL,
+) -> None:
+    """psycopg refuses a bad placeholder after BEGIN READ ONLY was queued: that transaction
+    is ended, or the next read would meet InFailedSqlTransaction or an open transaction."""
+    engine = sync_read_engine(pooler_url, pooler=True)
+    try:
+        with engine.connect() as connection:
+            with pytest.raises(sa.exc.ProgrammingError, match="placeholders"):
+                connection.exec_driver_sql("SELECT %d", (1,))
+            driver: Any = connection.connection.driver_connection
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert connection.scalar(sa.text("SELECT 1")) == 1
+            # executemany too runs in its READ ONLY pipeline.
+            connection.exec_driver_sql("SELECT %(n)s::int", [{"n": 1}, {"n": 2}])
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        engine.dispose()
+
+
+def test_behind_the_pooler_the_pre_ping_runs_in_the_pipeline(pooler_url: URL) -> None:
+    url, options = read_engine_options(pooler_url, pooler=True)
+    engine = sa.create_engine(url, **options, pool_pre_ping=True)
+    guarded(engine, pooler=True)
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                assert connection.scalar(sa.text("SELECT 1")) == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_cursor_class_set_over_the_guard_is_refused(pooler_url: URL) -> None:
+    engine = sync_read_engine(pooler_url, pooler=True)
+    try:
+        with engine.connect() as connection:
+            driver: Any = connection.connection.driver_connection
+            driver.cursor_factory = psycopg.Cursor
+            with pytest.raises(ReadOnlyError, match="cursor_factory was replaced"):
+                connection.scalar(sa.text("SELECT 1"))
+    finally:
+        engine.dispose()

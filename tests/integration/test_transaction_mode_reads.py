@@ -150,4 +150,5 @@ def test_a_psycopg_outer_connection_comes_back_clean_to_the_next_test(
                 reads.execute(INSERT, {"name": "tea"})
         outer.end()
     pool = psycopg_outer_engine.pool
-    assert isinstance(pool, sa.QueuePool) and pool.checkedout() == 0
+    assert isinstance(pool, sa.QueuePool)
+    assert pool.checkedout() == 0
