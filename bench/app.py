@@ -1,9 +1,12 @@
 """The app under benchmark: every route runs one SELECT 1 through its way of getting a session.
 
 `/baseline` is the FastAPI/SQLModel tutorial pattern on an engine with the same URL and pool
-settings and SQLAlchemy's pool_pre_ping=True, as Neon's guide recommends.
+settings and SQLAlchemy's pool_pre_ping=True, as Neon's guide recommends. `/bare-sync` and
+`/bare-async` are the floors: a bare connection of the same engine, so of the same driver, which
+the layer picks from the server's environment (`/driver` says which it picked).
 """
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from backend import (
@@ -67,6 +71,24 @@ async def ours_async(session: AsyncSessionDep) -> int:
     return int(await session.scalar(ONE) or 0)
 
 
+@router.get("/sync-commit")
+@inject
+def ours_sync_commit(session: SessionDep) -> int:
+    # Committed: psycopg 3 keeps its statement counts (and prepared statements) past a COMMIT,
+    # and clears them at every ROLLBACK, which ends /sync's transaction.
+    one = int(session.scalar(ONE) or 0)
+    session.commit()
+    return one
+
+
+@router.get("/async-commit")
+@inject
+async def ours_async_commit(session: AsyncSessionDep) -> int:
+    one = int(await session.scalar(ONE) or 0)
+    await session.commit()
+    return one
+
+
 @router.get("/read")
 @inject
 def ours_read(session: ReadSessionDep) -> int:
@@ -84,6 +106,37 @@ async def bare_async_connection(request: Request) -> int:
     # The floor for the async route: no ORM session, no injection.
     async with request.app.state.container.async_engine().connect() as connection:
         return int(await connection.scalar(ONE) or 0)
+
+
+@router.get("/bare-sync")
+def bare_sync_connection(request: Request) -> int:
+    # The floor for the sync route, on its driver: no ORM session, no injection.
+    with request.app.state.container.engine().connect() as connection:
+        return int(connection.scalar(ONE) or 0)
+
+
+@router.get("/driver")
+def driver(request: Request) -> dict[str, str]:
+    """The driver of each engine the layer built from this server's environment."""
+    container = request.app.state.container
+    return {
+        "sync": container.engine().dialect.driver,
+        "async": container.async_engine().dialect.driver,
+        "prepare_threshold": os.environ.get("BENCH_PREPARE_THRESHOLD", "the layer's"),
+    }
+
+
+def prepare_after(engine: sa.Engine, threshold: int) -> None:
+    """psycopg 3 prepares a statement at its `threshold`-th run on a connection. Behind a pooler
+    the layer turns that off (prepare_threshold=None); this turns it on again, to measure what
+    it saves through a PgBouncer that keeps prepared statements (>= 1.21). At checkout, so that
+    a connection opened before this was called is covered too."""
+
+    @sa.event.listens_for(engine, "checkout")
+    def prepare(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        connection = record.driver_connection  # psycopg's, under the async adapter too
+        if connection is not None and connection.prepare_threshold != threshold:
+            connection.prepare_threshold = threshold
 
 
 def build() -> FastAPI:
@@ -111,6 +164,9 @@ def build() -> FastAPI:
                 pool_recycle=settings.pool_recycle,
                 pool_pre_ping=True,
             )
+            if (threshold := os.environ.get("BENCH_PREPARE_THRESHOLD")) is not None:
+                prepare_after(container.engine(), int(threshold))
+                prepare_after(container.async_engine().sync_engine, int(threshold))
             yield
             app.state.baseline_engine.dispose()
             app.state.large_engine.dispose()

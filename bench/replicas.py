@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL
 from backend import AsyncReadSessionDep, ReadSessionDep
 from backend.embedded import free_port
 from backend.main import create_app
-from bench.__main__ import ROOT, Run, wrk
+from bench.harness import ROOT, Run, wrk
 from tests.replicas.standby import Cluster, replication_cluster
 
 DATABASE = "bench"

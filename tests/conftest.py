@@ -13,7 +13,7 @@ from backend import Container
 from backend.db import deps
 from backend.main import create_app
 from backend.testing.databases import TestDatabase
-from backend.testing.drivers import async_driver, with_test_driver
+from backend.testing.drivers import async_driver, with_run_driver
 from backend.testing.postgres import TestServer
 
 
@@ -90,7 +90,7 @@ def serving(container: Container, module: ModuleType) -> FastAPI:
 def use_database(monkeypatch: pytest.MonkeyPatch, url: URL, **settings: str) -> None:
     """Point DATABASE_URL (and any DATABASE_* given by its short name) at a database, on the
     run's drivers (BACKEND_TEST_DRIVER, backend/testing/drivers.py)."""
-    url = with_test_driver(url)
+    url = with_run_driver(url)
     monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
     monkeypatch.setenv("DATABASE_ASYNC_DRIVER", async_driver())
     for name, value in settings.items():

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import psycopg2
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -149,7 +148,7 @@ def _server_steps(
     for i, (name, work) in enumerate(steps):
         try:
             report.add(*timed(work))
-        except (SQLAlchemyError, psycopg2.Error) as exc:
+        except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
             report.add(server.failure(name, exc))
             if connection.invalidated or connection.closed:
                 report.skip([later for later, _ in steps[i + 1 :]], "the connection was lost")
@@ -195,7 +194,7 @@ def _settings_step(plan: ConnectionPlan, said: list[str]) -> Step:
     binding = settings.url.query.get("channel_binding", "prefer (libpq's default)")
     detail = (
         f"{url}: {'pooler' if pooled else 'direct'} ({why}), {how}, channel_binding={binding}; "
-        "drivers psycopg2 (sync) and asyncpg (async)"
+        f"drivers {plan.sync_driver_name} (sync) and {plan.async_driver_name} (async)"
     )
     facts: dict[str, Any] = {
         "url": url,

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-import psycopg2
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db.connection.plan import ConnectionPlan
 from backend.db.engines.error_reports import describe
-from backend.db.engines.errors import classify
+from backend.db.engines.errors import classify, libpq_lines
+from backend.db.engines.health import libpq_uses_tls
 from backend.db.engines.readonly import READ_ONLY_OPTIONS
 from backend.doctor.report import Step
 
@@ -34,20 +34,24 @@ def authenticate(engine: Engine) -> tuple[Step, Connection | None]:
         connection.execution_options(isolation_level="AUTOCOMMIT")
     except SQLAlchemyError as exc:
         return failure("authentication", exc), None
-    dbapi = connection.connection.dbapi_connection
-    info: Any = getattr(dbapi, "info", None)
+    driver_connection = connection.connection.driver_connection
+    ssl = bool(libpq_uses_tls(driver_connection))
+    tls = f"TLS {_tls_protocol(driver_connection)}".strip() if ssl else "no TLS"
     url = engine.url
-    tls = f"TLS {info.ssl_attribute('protocol')}" if info and info.ssl_in_use else "no TLS"
     return Step(
         "authentication",
         "pass",
-        f"as {url.username} to database {url.database}, {tls} (psycopg2, libpq)",
-        facts={
-            "user": url.username,
-            "database": url.database,
-            "ssl": bool(info and info.ssl_in_use),
-        },
+        f"as {url.username} to database {url.database}, {tls} ({engine.dialect.driver}, libpq)",
+        facts={"user": url.username, "database": url.database, "ssl": ssl},
     ), connection
+
+
+def _tls_protocol(driver_connection: Any) -> str:
+    # psycopg2 asks libpq (PQsslAttribute); psycopg 3 has no such call (its pgconn knows only
+    # ssl_in_use), and the `tls` step has already named the protocol the server offers.
+    info = getattr(driver_connection, "info", None)
+    protocol = getattr(info, "ssl_attribute", None)
+    return str(protocol("protocol")) if callable(protocol) else ""
 
 
 def failure(name: str, exc: BaseException) -> Step:
@@ -67,9 +71,11 @@ def failure(name: str, exc: BaseException) -> Step:
 
 
 def async_path(engine: AsyncEngine | None) -> Step:
-    """One SELECT through the async engine (asyncpg), which the app builds on first use."""
+    """One SELECT through the async engine (asyncpg or psycopg 3), which the app builds on
+    first use."""
     if engine is None:
-        return Step("async path", "skip", "skipped: asyncpg is not installed (sync only)")
+        return Step("async path", "skip", "skipped: its driver is not installed (sync only)")
+    driver = engine.dialect.driver
 
     async def select_one() -> None:
         try:
@@ -84,13 +90,13 @@ def async_path(engine: AsyncEngine | None) -> Step:
     except (SQLAlchemyError, OSError) as exc:
         step = failure("async path", exc)
         if "prepared statement" in step.detail:
-            # asyncpg's statements, prepared on one server connection, sought on another.
+            # The driver's statements, prepared on one server connection, sought on another.
             step.fix = (
                 "a pooler in transaction mode is in between: set DATABASE_POOLER=pgbouncer, "
-                "which turns asyncpg's statement caches off"
+                f"which turns {driver}'s prepared statements off"
             )
         return step
-    return Step("async path", "pass", "asyncpg connects and answers")
+    return Step("async path", "pass", f"{driver} connects and answers")
 
 
 def server_version(connection: Connection) -> Step:
@@ -115,23 +121,31 @@ def detect_pooler(engine: Engine, plan: ConnectionPlan) -> Pooler:
     options = f"{cparams.get('options', '')} {READ_ONLY_OPTIONS}".strip()
     parameters = {**cparams, **plan.sync_driver.connect_args, "options": options}
     try:
-        probe = psycopg2.connect(*cargs, **parameters)
-    except psycopg2.Error as exc:
-        # libpq's "connection to server at …, port … failed: FATAL:  <the server's words>"
-        said = str(exc).strip().split("FATAL:")[-1].strip() or type(exc).__name__
+        # The sync engine's own driver (psycopg2 or psycopg 3), without its pool and retries.
+        probe = engine.dialect.connect(*cargs, **parameters)
+    except engine.dialect.loaded_dbapi.Error as exc:
+        said = _first_said(exc)
         if "unsupported startup parameter" in said:
             return Pooler("pgbouncer", f"it refused a startup parameter ({said})")
         return Pooler("unknown", f"a connection with a startup parameter failed: {said}")
     try:
         probe.autocommit = True
-        with probe.cursor() as cursor:
-            cursor.execute("SHOW default_transaction_read_only")
-            row = cursor.fetchone()
+        cursor = probe.cursor()
+        cursor.execute("SHOW default_transaction_read_only")
+        row = cursor.fetchone()
     finally:
         probe.close()
     if row and row[0] == "on":
         return Pooler("none", "the server applied a startup parameter")
     return Pooler("ignores", "it took a startup parameter and did not apply it")
+
+
+def _first_said(exc: BaseException) -> str:
+    """libpq's words for a failed connect, without the frames libpq and psycopg put around
+    them: the server's, if it answered, else libpq's own."""
+    lines = list(libpq_lines(exc))
+    said = next((line for from_server, line in lines if from_server), None)
+    return said or (lines[0][1] if lines else type(exc).__name__)
 
 
 def pooler(engine: Engine, plan: ConnectionPlan) -> Step:
@@ -148,8 +162,8 @@ def pooler(engine: Engine, plan: ConnectionPlan) -> Step:
         return Step(
             "pooler",
             "fail",
-            f"a pooler: {found.evidence}, but {layer}: its read engines send "
-            "startup options, and asyncpg keeps prepared statements PgBouncer cannot follow",
+            f"a pooler: {found.evidence}, but {layer}: its read engines send startup "
+            "options, and asyncpg or psycopg 3 prepares statements PgBouncer cannot follow",
             fix="set DATABASE_POOLER=pgbouncer (Neon's pooled hosts end in -pooler, which "
             "DATABASE_POOLER=auto recognises)",
             facts=facts,
@@ -160,8 +174,8 @@ def pooler(engine: Engine, plan: ConnectionPlan) -> Step:
         return Step(
             "pooler",
             "warn",
-            f"direct: {found.evidence}, but {layer}: the read path goes "
-            "without the server's read-only guard, and asyncpg without its statement cache",
+            f"direct: {found.evidence}, but {layer}: the read path goes without the "
+            "server's read-only guard, and asyncpg or psycopg 3 without prepared statements",
             fix="set DATABASE_POOLER=none if this host is not a pooler",
             facts=facts,
         )

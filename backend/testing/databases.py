@@ -23,7 +23,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db.container import Container, use_database
-from backend.testing.drivers import async_driver, with_test_driver
+from backend.testing.drivers import async_driver, with_run_driver
 from backend.testing.isolation import MAKERS, OuterTransaction
 from backend.testing.postgres import Door, TestServer
 
@@ -70,7 +70,7 @@ class TestDatabase:
             # What a Neon URL with -pooler in its host gets by itself: PgBouncer's rules.
             container.config.database.pooler.from_value("pgbouncer")
         container.config.database.async_driver.from_value(async_driver())
-        use_database(container, with_test_driver(self.url))
+        use_database(container, with_run_driver(self.url))
         self._bound.append((container, pooler_setting, driver_setting))
         if self.mode == "transaction":
             outer = self._outer_transaction()
@@ -142,7 +142,7 @@ class TestDatabase:
         if self.pooler:
             container.config.database.pooler.from_value("pgbouncer")
         container.config.database.async_driver.from_value(async_driver())
-        use_database(container, with_test_driver(self.url))
+        use_database(container, with_run_driver(self.url))
         return container
 
 

@@ -15,7 +15,7 @@ VARIABLE = "BACKEND_TEST_DRIVER"
 DRIVERS = ("psycopg2", "psycopg")
 
 
-def test_driver() -> str:
+def run_driver() -> str:
     """The run's driver family: psycopg2 (with asyncpg), or psycopg (psycopg 3 on both)."""
     driver = os.environ.get(VARIABLE, "") or "psycopg2"
     if driver not in DRIVERS:
@@ -23,11 +23,11 @@ def test_driver() -> str:
     return driver
 
 
-def with_test_driver(url: URL) -> URL:
+def with_run_driver(url: URL) -> URL:
     """`url`, naming the run's sync driver."""
-    return url.set(drivername=f"postgresql+{test_driver()}")
+    return url.set(drivername=f"postgresql+{run_driver()}")
 
 
 def async_driver() -> str:
     """What DATABASE_ASYNC_DRIVER the run's containers get."""
-    return "psycopg" if test_driver() == "psycopg" else "asyncpg"
+    return "psycopg" if run_driver() == "psycopg" else "asyncpg"

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from backend import Container
+from backend.testing.drivers import run_driver
 from tests.conftest import use_database
 
 
@@ -15,6 +16,15 @@ async def test_a_pooler_connection_caches_no_prepared_statement(
 ) -> None:
     use_database(monkeypatch, database_url, pooler=pooler)
     async_engine = Container().async_engine()
+    if run_driver() == "psycopg":
+        async with async_engine.connect() as connection:
+            for _ in range(6):  # psycopg prepares what runs five times, unless told not to
+                assert await connection.scalar(sa.text("SELECT 1")) == 1
+            adapted = await connection.get_raw_connection()
+            threshold = adapted.driver_connection.prepare_threshold  # type: ignore[union-attr]
+        await async_engine.dispose()
+        assert threshold == (None if pooler == "pgbouncer" else 5)
+        return
     async with async_engine.connect() as connection:
         for _ in range(3):  # a statement asyncpg would otherwise cache and re-use by name
             assert await connection.scalar(sa.text("SELECT 1")) == 1

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL
 
 from backend.embedded import PostgresServer, has_tls
 from backend.embedded.files import read_as_owner
+from backend.testing.drivers import async_driver, with_run_driver
 from backend.testing.postgres import Certificates, TestServer, choose_bindir
 from tests.conftest import project_root
 
@@ -53,6 +54,9 @@ def environment(url: URL | None, settings: dict[str, str]) -> dict[str, str]:
     ours = ("DATABASE_", "PG", "BACKEND_CONFIG", "WEB_CONCURRENCY")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     if url is not None:
+        if url.drivername == "postgresql":  # the run's drivers (BACKEND_TEST_DRIVER)
+            url = with_run_driver(url)
+            settings = {"async_driver": async_driver(), **settings}
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     env |= {f"DATABASE_{name.upper()}": value for name, value in settings.items()}
     return env
@@ -96,9 +100,20 @@ def assert_healthy(checked: Checked) -> None:
     assert checked.text.rstrip().endswith("nothing failed (2 warnings)")
 
 
-def test_check_passes_on_the_direct_host(database_url: URL) -> None:
-    checked = check(database_url)
+def on_psycopg(url: URL) -> tuple[URL, dict[str, str]]:
+    """`url` and the settings for psycopg 3 on both engines, whatever the run's drivers."""
+    return url.set(drivername="postgresql+psycopg"), {"async_driver": "psycopg"}
+
+
+@pytest.mark.parametrize("drivers", ["run's", "psycopg"])
+def test_check_passes_on_the_direct_host(database_url: URL, drivers: str) -> None:
+    url, settings = on_psycopg(database_url) if drivers == "psycopg" else (database_url, {})
+    checked = check(url, **settings)
     assert_healthy(checked)
+    if drivers == "psycopg":
+        assert "(psycopg, libpq)" in checked.step("authentication")["detail"]
+        assert "drivers psycopg (sync) and psycopg (async)" in checked.step("settings")["detail"]
+        assert checked.step("async path")["detail"] == "psycopg connects and answers"
     assert checked.step("pooler")["facts"] == {"detected": "none", "layer_says": "direct"}
     budget = checked.step("connections")["facts"]
     # One worker, four engines of 5 + 5: the most this app can open.
@@ -115,8 +130,10 @@ def test_check_passes_through_the_tls_front(front_url: URL) -> None:
     assert checked.step("pooler")["facts"]["detected"] == "none"
 
 
-def test_check_passes_on_the_pooler_the_layer_knows(pooler_url: URL) -> None:
-    checked = check(pooler_url, pooler="pgbouncer")
+@pytest.mark.parametrize("drivers", ["run's", "psycopg"])
+def test_check_passes_on_the_pooler_the_layer_knows(pooler_url: URL, drivers: str) -> None:
+    url, settings = on_psycopg(pooler_url) if drivers == "psycopg" else (pooler_url, {})
+    checked = check(url, pooler="pgbouncer", **settings)
     assert_healthy(checked)
     assert checked.step("pooler")["facts"] == {"detected": "pgbouncer", "layer_says": "pooler"}
     assert "client connections to the pooler" in checked.step("connections")["detail"]
@@ -188,9 +205,11 @@ def test_a_certificate_not_checked_says_so_and_why(database_url: URL) -> None:
     assert tls["status"] == "pass"  # a loopback host; a remote one is a warning
 
 
-def test_wrong_password(postgres: TestServer, database_name: str) -> None:
+@pytest.mark.parametrize("drivers", ["run's", "psycopg"])
+def test_wrong_password(postgres: TestServer, database_name: str, drivers: str) -> None:
     url = postgres.url(database_name).set(password="not-the-password")
-    checked = check(url)
+    url, settings = on_psycopg(url) if drivers == "psycopg" else (url, {})
+    checked = check(url, **settings)
     assert checked.code == checked.json_code == 1
     assert checked.failed() == ["authentication"]
     authentication = checked.step("authentication")
@@ -200,8 +219,11 @@ def test_wrong_password(postgres: TestServer, database_name: str) -> None:
     assert "not-the-password" not in checked.text + json.dumps(checked.document)
 
 
-def test_unknown_database(postgres: TestServer) -> None:
-    checked = check(postgres.url("no_such_database"))
+@pytest.mark.parametrize("drivers", ["run's", "psycopg"])
+def test_unknown_database(postgres: TestServer, drivers: str) -> None:
+    url = postgres.url("no_such_database")
+    url, settings = on_psycopg(url) if drivers == "psycopg" else (url, {})
+    checked = check(url, **settings)
     assert checked.code == checked.json_code == 1
     assert checked.failed() == ["authentication"]
     authentication = checked.step("authentication")

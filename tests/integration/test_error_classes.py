@@ -18,8 +18,8 @@ from sqlalchemy.engine import URL
 
 from backend import AsyncSessionDep, Container, SessionDep, use_database
 from backend.api.errors import answer
-from backend.db.engines.error_reports import label
-from backend.db.engines.errors import Verdict, classify
+from backend.db.engines.error_reports import describe, label
+from backend.db.engines.errors import Verdict, classify, is_transient_connect_error
 from backend.testing.postgres import TestServer
 from tests.conftest import serving
 
@@ -192,10 +192,57 @@ def test_the_misconfigurations_remembered_as_logged_are_bounded() -> None:
          'required" does not exist', "misconfigured"),
     ],
 )  # fmt: skip
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg", "psycopg-host-list"])
 def test_a_failed_connect_without_a_sqlstate_is_read_from_its_primary_line(
-    text: str, kind: str
+    text: str, kind: str, driver: str
 ) -> None:
-    error = sa.exc.OperationalError(None, None, psycopg2.OperationalError(text))
+    error = sa.exc.OperationalError(None, None, driver_error(driver, text))
     verdict = classify(error)
     assert verdict is not None
     assert verdict.kind == kind
+    # A server starting up is worth another connect; a refusal, or a connection limit, is not.
+    assert is_transient_connect_error(error) is ("starting up" in text)
+
+
+def driver_error(driver: str, libpq_text: str) -> Exception:
+    """The driver's error for a connect libpq failed with `libpq_text`: psycopg2 gives it as it
+    is; psycopg 3 frames it ("connection failed: "), and after a host list's failed attempts
+    adds one block per attempt (psycopg/connection.py, Connection.connect)."""
+    if driver == "psycopg2":
+        return psycopg2.OperationalError(libpq_text)
+    pytest.importorskip("psycopg")
+    import psycopg
+
+    framed = f"connection failed: {libpq_text}"
+    if driver == "psycopg-host-list":
+        refused = (
+            'connection failed: connection to server at "10.0.0.2", port 5432 failed: '
+            "Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+            "connections?"
+        )
+        framed = "\n".join(
+            [
+                framed,
+                "Multiple connection attempts failed. All failures were:",
+                f"- host: 'h2', port: '5432', hostaddr: '10.0.0.2': {refused}",
+                f"- host: 'h', port: '5432', hostaddr: '10.0.0.1': {framed}",
+            ]
+        )
+    return psycopg.OperationalError(framed)
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg", "psycopg-host-list"])
+def test_a_refused_connect_is_an_outage_worth_a_retry_on_every_libpq_driver(driver: str) -> None:
+    text = (
+        'connection to server at "h" (10.0.0.1), port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    error = sa.exc.OperationalError(None, None, driver_error(driver, text))
+    verdict = classify(error)
+    assert verdict is not None
+    assert verdict.kind == "unavailable"
+    assert is_transient_connect_error(error)
+    assert describe(error) == (
+        'OperationalError: connection to server at "h" (10.0.0.1), port 5432 failed: '
+        "Connection refused"
+    )

@@ -1,5 +1,6 @@
 """GET /health/db, and the app's life with a database that comes and goes."""
 
+import asyncio
 import logging
 import shutil
 import tempfile
@@ -10,8 +11,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend import Container
+from backend.db.engines.health import DatabaseHealth, probe, probe_async
 from backend.embedded import PostgresServer, has_tls
 from backend.main import create_app
 from backend.testing.postgres import Certificates, TestServer, choose_bindir, new_server
@@ -114,3 +117,31 @@ async def test_a_wrong_password_on_the_async_path_is_reported_without_it(
     assert wrong not in str(error.value)
     assert wrong not in repr(error.value)
     assert wrong not in caplog.text
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg", "psycopg-async", "asyncpg-async"])
+def test_the_probe_says_tls_as_the_client_sees_it_on_each_driver(
+    postgres: TestServer, database_name: str, driver: str
+) -> None:
+    name, _, path = driver.partition("-")
+    pytest.importorskip(name)
+    url = postgres.url(database_name).set(drivername=f"postgresql+{name}")
+    if name == "asyncpg":  # it takes no libpq words; `ssl` as the server's TLS allows
+        url = url.difference_update_query(["sslmode", "sslrootcert"])
+        url = url.update_query_dict({"ssl": "require"} if postgres.tls else {})
+    if path == "async":
+        async_engine = create_async_engine(url, poolclass=sa.NullPool)
+
+        async def probed() -> DatabaseHealth:
+            try:
+                return await probe_async(async_engine)
+            finally:
+                await async_engine.dispose()
+
+        health = asyncio.run(probed())
+    else:
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        health = probe(engine)
+        engine.dispose()
+    assert health["ssl"] is postgres.tls
+    assert health["server_version"][:2].isdigit()

@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from backend import AsyncReadSessionDep, Container, ReadSessionDep, SessionDep
 from backend.db.engines import readonly
 from backend.db.engines.readonly import ReadOnlyError
-from backend.testing.drivers import test_driver
+from backend.testing.drivers import run_driver
 from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
 
@@ -362,7 +362,7 @@ def test_a_value_bound_inside_a_string_literal_runs_no_statement(
     url = pooler_url if endpoint == "pooler" else database_url
     client = app_on(monkeypatch, url, pooler="pgbouncer" if endpoint == "pooler" else "none")
     error: tuple[type[Exception], str] = (ReadOnlyError, "more than one statement")
-    if test_driver() == "psycopg":
+    if run_driver() == "psycopg":
         error = (sa.exc.ProgrammingError, "data type of parameter")
     with client, pytest.raises(error[0], match=error[1]):
         client.get("/sync/read/like", params={"q": " ; DELETE FROM test_note; SELECT "})

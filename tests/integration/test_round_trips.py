@@ -20,7 +20,7 @@ from backend import (
     SessionDep,
 )
 from backend.db.engines.readonly import ReadOnlyError
-from backend.testing.drivers import test_driver
+from backend.testing.drivers import run_driver
 from backend.testing.front import TlsFront
 from backend.testing.postgres import TestServer
 from tests.conftest import serving, use_database
@@ -150,7 +150,7 @@ def test_round_trips_of_a_warm_request(
 ) -> None:
     app, _ = client_through(monkeypatch, front_url, **settings)
     with TestClient(app) as client:
-        assert flights_per_request(client, front, path) == flights[test_driver() == "psycopg"]
+        assert flights_per_request(client, front, path) == flights[run_driver() == "psycopg"]
 
 
 def test_a_read_session_refuses_orm_writes(

@@ -6,6 +6,7 @@ itself speaks TLS, and not behind the suite's TLS front, which hands it plaintex
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -34,11 +35,20 @@ router = APIRouter()
 SERVER_VIEW = sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
 
 
+def client_sees_tls(driver_connection: Any) -> bool:
+    """The client's own view, in each driver's words."""
+    if hasattr(driver_connection, "pgconn"):  # psycopg 3, sync or async: libpq's
+        return bool(driver_connection.pgconn.ssl_in_use)
+    if hasattr(driver_connection, "info"):  # psycopg2: libpq's
+        return bool(driver_connection.info.ssl_in_use)
+    return driver_connection._transport.get_extra_info("sslcontext") is not None  # asyncpg
+
+
 @router.get("/sync/tls")
 @inject
 def connection_tls(session: SessionDep) -> dict[str, object]:
     connection = session.connection()
-    client = connection.connection.dbapi_connection.info.ssl_in_use  # type: ignore[union-attr]
+    client = client_sees_tls(connection.connection.driver_connection)
     return {"client": client, "server": connection.scalar(SERVER_VIEW)}
 
 
@@ -46,8 +56,7 @@ def connection_tls(session: SessionDep) -> dict[str, object]:
 @inject
 async def connection_tls_async(session: AsyncSessionDep) -> dict[str, object]:
     connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    client = raw._transport.get_extra_info("sslcontext") is not None  # type: ignore[union-attr]
+    client = client_sees_tls((await connection.get_raw_connection()).driver_connection)
     return {"client": client, "server": await connection.scalar(SERVER_VIEW)}
 
 

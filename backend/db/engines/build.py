@@ -16,11 +16,11 @@ from backend.db.engines.ping import ping_when_idle
 from backend.db.engines.pool import TimedAsyncQueuePool, TimedQueuePool, pool_sizes
 from backend.db.engines.readonly import READ_ONLY_OPTIONS, keep_server_guard, refuse_writes
 from backend.db.engines.tcp_timeouts import (
-    bound_asyncpg_waits,
+    bound_waits,
+    deadline_connect_args,
     discard_desynced_connections,
     libpq_tcp_parameters,
 )
-from backend.db.engines.tcp_timeouts import psycopg2_connect_args as bounded_waits
 from backend.settings import DatabaseSettings, MissingDriver
 
 logger = logging.getLogger(__name__)
@@ -37,11 +37,16 @@ def create_sync_engine(plan: ConnectionPlan, *, read_only: bool = False) -> Engi
     _require(driver, "sync")
     url = _libpq_url(plan, plan.sync_driver.url, read_only)
     # Secret parameters (sslpassword) go to libpq as arguments: a URL's query is shown by repr.
-    connect_args = dict(plan.sync_driver.connect_args)
-    if driver == "psycopg2":
-        connect_args |= bounded_waits(settings.statement_timeout)
+    deadline = deadline_connect_args(driver, settings.statement_timeout)
+    connect_args = {**plan.sync_driver.connect_args, **deadline}
     engine = create_engine(url, connect_args=connect_args, **_engine_options(settings, read_only))
     _add_connection_care(engine, plan, read_only)
+    bound_waits(
+        engine,
+        statement_timeout=settings.statement_timeout,
+        tcp_user_timeout=settings.tcp_user_timeout,
+        command_timeout=0,
+    )
     if read_only and not plan.is_pooler:
         keep_server_guard(engine)  # a request must not leave the setting off for the next
     _label_errors(engine)
@@ -77,8 +82,13 @@ def create_async_db_engine(plan: ConnectionPlan, *, read_only: bool = False) -> 
         url, connect_args=connect_args, **_engine_options(settings, read_only, is_async=True)
     )
     _add_connection_care(engine.sync_engine, plan, read_only)
+    bound_waits(
+        engine.sync_engine,
+        statement_timeout=settings.statement_timeout,
+        tcp_user_timeout=settings.tcp_user_timeout,
+        command_timeout=command_timeout or 0.0,
+    )
     if driver == "asyncpg":
-        bound_asyncpg_waits(engine.sync_engine, settings.tcp_user_timeout, command_timeout or 0.0)
         discard_desynced_connections(engine.sync_engine)
     if read_only and not plan.is_pooler:
         keep_server_guard(engine.sync_engine)
@@ -141,7 +151,7 @@ def _add_connection_care(engine: Engine, plan: ConnectionPlan, read_only: bool =
 def _label_errors(engine: Engine) -> None:
     """Label what `engine` raises with its host, for the one log line a failure gets.
 
-    Added last: a handle_error listener may replace the exception (bound_asyncpg_waits), and
+    Added last: a handle_error listener may replace the exception (bound_waits), and
     the one raised is the last listener's."""
     host = str(engine.url.host)
     if isinstance(engine.pool, TimedQueuePool):

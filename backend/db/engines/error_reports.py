@@ -13,6 +13,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 # Which server an error came from, for its log line: SQLAlchemy's exception does not say which
 # engine raised it, and an app has a primary and maybe replicas. Engines label their errors.
 _HOST = "backend_host"
+# What psycopg 3 (psycopg/generators.py) puts before libpq's text for a failed connect.
+PSYCOPG_CONNECT_FRAME = "connection failed: "
 
 
 def label(exc: BaseException, host: str) -> None:
@@ -45,4 +47,7 @@ def describe(exc: BaseException) -> str:
         return f"connection pool exhausted: {str(exc).split(' (Background')[0]}"
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = str(cause).strip().splitlines() or [""]
-    return f"{type(cause).__name__}: {lines[0].split(' (Background')[0]}"
+    # psycopg 3 puts "connection failed: " before libpq's own words, which psycopg2 gives bare:
+    # one report for one failure, whichever driver met it.
+    first = lines[0].removeprefix(PSYCOPG_CONNECT_FRAME)
+    return f"{type(cause).__name__}: {first.split(' (Background')[0]}"

@@ -16,12 +16,15 @@ from typing import Literal
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from backend.db.engines.error_reports import PSYCOPG_CONNECT_FRAME
+
 # SQLSTATEs of an outage rather than of a request: connection exceptions (class 08), too many
 # connections (class 53: the server's max_connections, or a role's or a database's connection
 # limit; connections free up), and the server shutting down, crashed, or not yet taking
 # connections.
 UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
-# What libpq says when it cannot reach a server for now (psycopg2 gives no SQLSTATE then):
+# What libpq says when it cannot reach a server for now (psycopg2 and psycopg 3 give no
+# SQLSTATE then):
 # refused (restarting), Neon's proxy waking a compute, a connection cut.
 TRANSIENT_CONNECT_ERRORS = (
     "connection refused",
@@ -57,8 +60,9 @@ FIX_CERTIFICATE = (
 # database) sits between quotes: a name cannot turn one answer into another.
 _NAME = r'"[^"]*"'
 
-# The server's primary messages for a refused connect, as libpq prints them: psycopg2 gives no
-# SQLSTATE for a failed connect, so these stand for the SQLSTATE the server sent with them.
+# The server's primary messages for a refused connect, as libpq prints them: neither psycopg2
+# nor psycopg 3 gives a SQLSTATE for a failed connect (libpq keeps none for it), so these stand
+# for the SQLSTATE the server sent with them.
 SERVER_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), sqlstate)
     for pattern, sqlstate in (
@@ -90,6 +94,8 @@ CLIENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), fix)
     for pattern, fix in (
         (r"could not translate host name .*", FIX_HOST),
+        # psycopg 3 resolves host names itself, before libpq (psycopg/_conninfo_attempts.py).
+        (r"failed to resolve host .*", FIX_HOST),
         (r"(?:ssl error: )?certificate verify failed.*", FIX_CERTIFICATE),
         (rf"server certificate for {_NAME} (?:\(and \d+ other names?\) )?does not match host "
          rf"name {_NAME}", FIX_CERTIFICATE),
@@ -105,6 +111,16 @@ _LIBPQ_FRAME = re.compile(
 )
 _SEVERITY = re.compile(r"^(?:FATAL|ERROR|PANIC):  ")
 _NOT_PRIMARY = ("DETAIL:  ", "HINT:  ", "CONTEXT:  ")
+# psycopg 3 runs the attempts itself (one per host and address) and frames libpq's text again:
+# "connection failed: <libpq's>", and with more than one attempt a summary line, then each
+# attempt as "- host: 'h', port: '5432', hostaddr: '10.0.0.1': connection failed: <libpq's>"
+# (psycopg/connection.py, `Connection.connect`). Left in, the frame hides the server's words
+# and a wrong password would read as an outage, and be retried.
+_PSYCOPG_ATTEMPT = re.compile(
+    r"^- host: (?:'[^']*'|None), port: (?:'[^']*'|None), hostaddr: (?:'[^']*'|None): "
+)
+_PSYCOPG_FRAME = re.compile(rf"^{PSYCOPG_CONNECT_FRAME}")
+_PSYCOPG_SUMMARY = "Multiple connection attempts failed. All failures were:"
 
 
 @dataclass(frozen=True)
@@ -146,13 +162,15 @@ def answer_of(exc: BaseException) -> Answer:
 
 
 def libpq_lines(error: BaseException) -> Iterator[tuple[bool, str]]:
-    """psycopg2's failed connect: libpq's text, one attempt per line, without its frame.
+    """A libpq driver's failed connect (psycopg2, psycopg 3): libpq's text, one attempt per
+    line, without the frames libpq and psycopg put around it.
 
     Each line is (from the server, its primary message): DETAIL and HINT lines are left out.
     """
     for line in str(error).splitlines():
-        said = _LIBPQ_FRAME.sub("", line.strip())
-        if not said or said.startswith(_NOT_PRIMARY):
+        said = _PSYCOPG_FRAME.sub("", _PSYCOPG_ATTEMPT.sub("", line.strip()))
+        said = _LIBPQ_FRAME.sub("", said)
+        if not said or said.startswith(_NOT_PRIMARY) or said == _PSYCOPG_SUMMARY:
             continue
         server = _SEVERITY.match(said)
         yield bool(server), said[server.end() :] if server else said
@@ -172,7 +190,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _primary(error: BaseException) -> str:
-    diag = getattr(error, "diag", None)  # psycopg2
+    diag = getattr(error, "diag", None)  # psycopg2 and psycopg 3 alike
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     if primary is None and type(error).__module__.startswith("asyncpg"):
         primary = getattr(error, "message", None)
@@ -238,8 +256,8 @@ class Verdict:
 def classify(exc: BaseException) -> Verdict | None:
     """The one place that sorts database errors; None: the route's own error (FastAPI's 500).
 
-    By SQLSTATE, the same on both paths for the same server answer (psycopg2 gives none for a
-    failed connect: libpq's primary message line then stands for it):
+    By SQLSTATE, the same on both paths and every driver for the same server answer (psycopg2
+    and psycopg 3 give none for a failed connect: libpq's primary message line stands for it):
 
     - timeout (504, no Retry-After): the statement ran out of time (57014, or no answer within
       DATABASE_STATEMENT_TIMEOUT); re-running it every second would not help;

@@ -4,7 +4,7 @@ import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from time import perf_counter
-from typing import TypedDict
+from typing import Any, TypedDict
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, QueuePool, text
@@ -47,9 +47,12 @@ async def probe_async(engine: AsyncEngine) -> DatabaseHealth:
     started = perf_counter()
     async with engine.connect() as connection:
         server_version = await connection.scalar(PROBE)
-        # asyncpg says nothing public of its TLS: the server's view of this hop, which is the
-        # client's own unless a proxy stands between.
-        ssl = await connection.scalar(SERVER_SEES_TLS)
+        raw = await connection.get_raw_connection()
+        ssl = libpq_uses_tls(raw.driver_connection)
+        if ssl is None:
+            # asyncpg says nothing public of its TLS: the server's view of this hop, which is
+            # the client's own unless a proxy stands between.
+            ssl = await connection.scalar(SERVER_SEES_TLS)
     return _healthy(engine.sync_engine, started, ssl, server_version)
 
 
@@ -87,8 +90,19 @@ async def probe_shared(engine: Engine) -> DatabaseHealth:
 def connection_uses_tls(connection: Connection) -> bool:
     # The client's own view: behind Neon's proxy or a pooler, the server's pg_stat_ssl
     # describes the proxy's hop, not ours.
-    info = getattr(connection.connection.dbapi_connection, "info", None)
-    return bool(getattr(info, "ssl_in_use", False))
+    return bool(libpq_uses_tls(connection.connection.driver_connection))
+
+
+def libpq_uses_tls(driver_connection: Any) -> bool | None:
+    """Whether a libpq driver's connection (psycopg2, psycopg 3 sync or async) runs over TLS,
+    as libpq says; None for a driver without libpq (asyncpg)."""
+    pgconn = getattr(driver_connection, "pgconn", None)  # psycopg 3: info has no ssl_in_use
+    if pgconn is not None:
+        return bool(pgconn.ssl_in_use)
+    info = getattr(driver_connection, "info", None)  # psycopg2's ConnectionInfo
+    if info is not None and hasattr(info, "ssl_in_use"):
+        return bool(info.ssl_in_use)
+    return None
 
 
 def pool_status(engine: Engine) -> PoolStatus:

@@ -1,4 +1,5 @@
-"""A client-side statement timeout for psycopg2, which has none.
+"""A client-side statement timeout for the libpq drivers (psycopg2; psycopg 3's sync
+connections through backend.db.engines.psycopg_deadline), which have none.
 
 libpq waits for an answer as long as its socket is open. TCP keepalives and TCP_USER_TIMEOUT
 close the socket when the peer is gone, but not when something alive on the path (Neon's proxy,
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg2
 from psycopg2.extensions import connection, cursor
@@ -86,14 +87,33 @@ def bounded(conn: object, call: Callable[..., T], *args: Any) -> T:
     seconds = getattr(conn, "statement_timeout", 0.0)
     if not seconds or not isinstance(conn, connection) or conn.closed or conn.fileno() < 0:
         return call(*args)  # no timeout, or nothing to wait on: psycopg2 raises at once
-    wait = _Wait(conn.fileno(), seconds)
+    return watched(conn, conn.fileno(), seconds, StatementTimeout, call, *args)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def watched(
+    conn: _Closable,
+    fd: int,
+    seconds: float,
+    timeout: type[Exception],
+    call: Callable[..., T],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> T:
+    """`call(*args, **kwargs)` on `conn`, whose socket is `fd`, ended after `seconds`: then the
+    socket is shut down, `conn` closed, and `timeout` (the driver's OperationalError) raised."""
+    wait = _Wait(fd, seconds)
     _watchdog.watch(wait)
     try:
-        return call(*args)
-    except psycopg2.Error as error:
+        return call(*args, **kwargs)
+    except Exception as error:
         if _watchdog.unwatch(wait):
             conn.close()  # libpq may not have noticed; SQLAlchemy reads `closed` as a disconnect
-            raise StatementTimeout(no_answer(seconds)) from error
+            raise timeout(no_answer(seconds)) from error
         raise
     finally:
         # (Again, if the deadline passed.) An answer that came as the deadline passed stands;
@@ -148,7 +168,7 @@ class _Watchdog:
             self._period = min(self._period, wait.seconds)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="psycopg2-statement-timeout", daemon=True
+                    target=self._run, name="libpq-statement-timeout", daemon=True
                 )
                 self._thread.start()
             elif wait.deadline < self._next:

@@ -2,16 +2,21 @@
 
 - A dead link (a peer gone, a route lost, a NAT entry dropped): TCP keepalives after a third of
   DATABASE_TCP_USER_TIMEOUT of silence, and TCP_USER_TIMEOUT for unacknowledged data, so the
-  kernel drops the connection after about DATABASE_TCP_USER_TIMEOUT. libpq takes them as
-  connection parameters; asyncpg has none, so they are set on its socket once it connects.
+  kernel drops the connection after about DATABASE_TCP_USER_TIMEOUT. libpq (psycopg2, psycopg
+  3) takes them as connection parameters; asyncpg has none, so they are set on its socket once
+  it connects.
 - A stalled link (something alive on the path holds the connection and says nothing, which
   keepalives cannot see) or a runaway statement: DATABASE_STATEMENT_TIMEOUT, client-side, per
-  call: asyncpg's command_timeout, and backend.db.engines.statement_deadline for psycopg2.
+  call: asyncpg's command_timeout, backend.db.engines.statement_deadline for psycopg2, and
+  backend.db.engines.psycopg_deadline for psycopg 3.
   Not the server's statement_timeout: as a startup option PgBouncer refuses it (unsupported
   startup parameter: options), and SET LOCAL at every BEGIN would cost a round trip per
   transaction.
 
-Either way the connection is discarded and the request answers 503, like any lost connection.
+Either way the connection is discarded, as any lost connection is; the request answers 504
+(the statement timeout) or 503.
+
+build.py calls two functions whatever the driver: deadline_connect_args and bound_waits.
 """
 
 import socket
@@ -43,8 +48,48 @@ def libpq_tcp_parameters(url: URL, seconds: int) -> URL:
     return url.update_query_dict({k: v for k, v in wanted.items() if k not in url.query})
 
 
-def psycopg2_connect_args(seconds: float) -> dict[str, Any]:
-    return {"connection_factory": bounded_connection_factory(seconds)} if seconds else {}
+def deadline_connect_args(driver: str, statement_timeout: float) -> dict[str, Any]:
+    """The connect_args that bound `driver`'s waits (`driver`: the dialect's, "psycopg2",
+    "psycopg" or "asyncpg"); psycopg's and asyncpg's are set up by bound_waits."""
+    if driver == "psycopg2" and statement_timeout:
+        return {"connection_factory": bounded_connection_factory(statement_timeout)}
+    return {}
+
+
+def bound_waits(
+    engine: Engine, *, statement_timeout: float, tcp_user_timeout: int, command_timeout: float
+) -> None:
+    """On a built engine (an AsyncEngine's sync_engine): the listeners that bound its driver's
+    waits. `command_timeout`: asyncpg's, which DATABASE_URL may set apart."""
+    driver = engine.dialect.driver
+    if driver == "asyncpg":
+        bound_asyncpg_waits(engine, tcp_user_timeout, command_timeout)
+    elif driver == "psycopg" and statement_timeout:
+        bound_psycopg_waits(engine, statement_timeout)
+
+
+def bound_psycopg_waits(engine: Engine, seconds: float) -> None:
+    """psycopg 3's connections made as the bounded ones of backend.db.engines.psycopg_deadline.
+
+    By the engine's dialect's connect(), the documented way a dialect makes its DBAPI
+    connection, which retry_connects' do_connect listener calls: a do_connect listener of its
+    own would never be asked (the first to return a connection wins, and `insert=True` does not
+    put one first), and psycopg.connect takes no connection class.
+    """
+    # Imported here: psycopg is an extra.
+    from backend.db.engines.psycopg_deadline import async_connector, connector
+
+    dialect = engine.dialect
+    if dialect.is_async:
+        # SQLAlchemy's psycopg adapter connects with `async_creator_fn` when given one.
+        creator = async_connector(seconds)
+
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            return dialect.loaded_dbapi.connect(*args, **kwargs, async_creator_fn=creator)
+
+    else:
+        connect = connector(seconds)
+    setattr(dialect, "connect", connect)  # noqa: B010 (mypy refuses assigning to a method)
 
 
 def bound_asyncpg_waits(engine: Engine, tcp_user_timeout: int, command_timeout: float) -> None:

@@ -209,25 +209,31 @@ def _closed_by_server(driver_connection: Any) -> bool:
             except psycopg2.Error:
                 return True
         return True
-    if hasattr(driver_connection, "pgconn"):  # psycopg 3, sync or async alike
-        return _psycopg_closed_by_server(driver_connection)
+    pgconn = getattr(driver_connection, "pgconn", None)
+    if pgconn is not None:
+        return _psycopg_closed_by_server(driver_connection, pgconn)
     # asyncpg: the event loop saw the EOF when it came (connection_lost).
     return bool(driver_connection.is_closed())
 
 
-def _psycopg_closed_by_server(driver_connection: Any) -> bool:
-    """psycopg2's reading, on psycopg 3: it reads nothing while idle (no event loop watches an
-    idle async connection either), so what the server sent is read here, without blocking;
-    libpq reports the EOF as a failed read."""
+def _psycopg_closed_by_server(driver_connection: Any, pgconn: Any) -> bool:
+    """psycopg 3, sync or async (an idle AsyncConnection has no reader on the loop either): as
+    for psycopg2, read what an idle connection's server sent, through libpq (pgconn, psycopg's
+    documented low-level object; the Connection has no call that reads without a query).
+    libpq keeps the socket non-blocking, so PQconsumeInput never waits; what it reads stays in
+    libpq's buffer, for the next query to handle as psycopg does (a FATAL while idle is a
+    notice); at EOF it fails and marks the connection bad."""
+    import psycopg  # here only: psycopg is an extra, and this is a psycopg connection
+
     for _ in range(3):
-        if driver_connection.closed or driver_connection.broken:
+        if driver_connection.closed:
             return True
-        poller = select.poll()
-        poller.register(driver_connection.fileno(), select.POLLIN)
-        if not poller.poll(0):
-            return False
         try:
-            driver_connection.pgconn.consume_input()
-        except Exception:  # psycopg.OperationalError; psycopg is an optional extra
+            poller = select.poll()
+            poller.register(pgconn.socket, select.POLLIN)  # raises once libpq dropped it
+            if not poller.poll(0):
+                return False
+            pgconn.consume_input()
+        except psycopg.OperationalError:
             return True
     return True
