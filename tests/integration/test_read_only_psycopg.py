@@ -260,3 +260,26 @@ def test_a_cursor_class_set_over_the_guard_is_refused(pooler_url: URL) -> None:
                 connection.scalar(sa.text("SELECT 1"))
     finally:
         engine.dispose()
+
+
+def test_the_layers_read_engine_runs_the_pipeline_inside_the_statement_deadline(
+    monkeypatch: pytest.MonkeyPatch, pooler_url: URL
+) -> None:
+    """The layer's own cursor classes (the statement deadline's) wrap the guard's: the
+    deadline covers the pipeline's round trip, not only the queueing of its statement."""
+    from backend import Container
+    from backend.db.engines.psycopg_deadline import BoundedCursor
+    from backend.db.engines.readonly_psycopg import PipelinedReadCursor
+
+    url = pooler_url.set(drivername="postgresql+psycopg")
+    monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")
+    engine = Container().read_engine()
+    try:
+        with engine.connect() as connection:
+            guard = connection.scalar(sa.text("SELECT current_setting('transaction_read_only')"))
+            assert guard == "on"
+            mro = type(connection.connection.driver_connection.cursor()).__mro__  # type: ignore[union-attr]
+            assert mro.index(BoundedCursor) < mro.index(PipelinedReadCursor)
+    finally:
+        engine.dispose()
