@@ -8,13 +8,14 @@ and what ends it early:
 - session-level commands (SET, RESET, DISCARD, LISTEN, PREPARE, DECLARE … WITH HOLD, …):
   behind a transaction-mode pooler they stay on the server connection for the next client;
 - transaction control (BEGIN, COMMIT, SET TRANSACTION READ WRITE, …), and a second statement in
-  one call: the sync engine sends `SET TRANSACTION READ ONLY; <statement>` as one simple Query,
-  which the server runs as one transaction only while <statement> is exactly one statement that
-  does not end it.
+  one call: psycopg2 sends `SET TRANSACTION READ ONLY; <statement>` as one simple Query, and
+  psycopg 3 BEGIN READ ONLY, <statement>, COMMIT in one pipeline, which hold only while
+  <statement> is exactly one statement that does not end the transaction.
 
 So this check runs only what it can show to be one read — SELECT (VALUES and TABLE are
 SELECTs), SHOW, or EXPLAIN of a SELECT — read by PostgreSQL's own parser (pglast, on the
-statement as the driver sends it, parameters bound), and also names, before anything is sent,
+statement as the driver sends it: psycopg2's with its parameters bound, psycopg 3's and
+asyncpg's with $n placeholders), and also names, before anything is sent,
 what the server would refuse anyway: a data-modifying WITH, SELECT … INTO, row locks, and the
 built-in functions below, some of which (set_config, session advisory locks, dblink) a
 read-only transaction does not stop. What it cannot see is what a user-defined function does.
@@ -89,7 +90,8 @@ def not_a_read_as_sent(sql: str) -> str | None:
     """None for one read; else what makes it something else, worded for an error message.
 
     `sql` is the statement as the driver sends it: psycopg2's with its parameters bound
-    (cursor.mogrify), asyncpg's with its $n placeholders (it sends the values apart). Cached:
+    (cursor.mogrify), psycopg 3's (as_psycopg_sends) and asyncpg's with $n placeholders (they
+    send the values apart). Cached:
     most statements an application sends repeat, and parsing one costs tens of microseconds.
     """
     try:
