@@ -6,11 +6,12 @@ write or read, the app's or the test's own — is bound to that connection with
 Transaction"): its commit releases a SAVEPOINT, its rollback or close rolls back to one, and
 the test's end rolls the outer transaction back. Nothing is ever committed.
 
-- One connection, so sync and async sessions see each other's writes. Async sessions run it
-  too: an AsyncSession drives its sync Session in a greenlet, and that Session, bound to this
-  psycopg2 connection, simply blocks the event loop for each round trip. That works on any
-  event loop, so a loop per test or per session makes no difference; what is not exercised is
-  asyncpg itself (use database mode, `backend_transactional_db`, for that).
+- One connection, from the app's sync engine (psycopg2, or psycopg 3), so sync and async
+  sessions see each other's writes. Async sessions run it too: an AsyncSession drives its sync
+  Session in a greenlet, and that Session, bound to this sync connection, simply blocks the
+  event loop for each round trip. That works on any event loop, so a loop per test or per
+  session makes no difference; what is not exercised is the async driver itself (asyncpg, or
+  psycopg's AsyncConnection: use database mode, `backend_transactional_db`, for that).
 - Read sessions keep `ReadOnlySession` (a flush refuses writes) and, as the read engine does,
   refuse statements that are not reads before they are sent, whichever way they come (the
   session's `execute`, or its `connection()`), and the server refuses them too (each read's
@@ -195,8 +196,9 @@ class OuterTransaction:
 
         ROLLBACK undoes SET and temporary tables, not what lives in the server session:
         advisory locks, SQL PREPAREs, LISTEN. DISCARD ALL ends those, so the next test, which
-        may get this connection from the pool, starts from nothing. A connection that fails
-        either is closed rather than pooled.
+        may get this connection from the pool, starts from nothing (psycopg 3 sees it in the
+        command's status and forgets what it had prepared). A connection that fails either is
+        closed rather than pooled.
         """
         try:
             if self.transaction.is_active:

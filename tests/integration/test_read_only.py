@@ -25,6 +25,7 @@ from sqlmodel import col, select
 from backend import AsyncReadSessionDep, Container, ReadSessionDep, SessionDep
 from backend.db.engines import readonly
 from backend.db.engines.readonly import ReadOnlyError
+from backend.testing.drivers import run_driver
 from tests.conftest import serving, use_database
 from tests.integration.test_sessions import Note
 
@@ -355,10 +356,15 @@ def test_a_value_bound_inside_a_string_literal_runs_no_statement(
     endpoint: str,
 ) -> None:
     """psycopg2 binds `q` into '%…%' as a quoted literal of its own: the SQL it sends is three
-    statements. Checked as sent, it is refused; the template alone showed one string."""
+    statements. Checked as sent, it is refused; the template alone showed one string.
+    psycopg 3 sends '%$1%' (a literal, which the check lets through) and `q` apart, which the
+    server refuses: a parameter the statement does not use has no type."""
     url = pooler_url if endpoint == "pooler" else database_url
     client = app_on(monkeypatch, url, pooler="pgbouncer" if endpoint == "pooler" else "none")
-    with client, pytest.raises(ReadOnlyError, match="more than one statement"):
+    error: tuple[type[Exception], str] = (ReadOnlyError, "more than one statement")
+    if run_driver() == "psycopg":
+        error = (sa.exc.ProgrammingError, "data type of parameter")
+    with client, pytest.raises(error[0], match=error[1]):
         client.get("/sync/read/like", params={"q": " ; DELETE FROM test_note; SELECT "})
     assert unchanged(admin)
 

@@ -18,8 +18,10 @@ from backend import (
     ReadSessionDep,
     SessionDep,
 )
+from backend.db.container import use_database
 from backend.db.engines.readonly import ReadOnlyError
 from backend.testing.databases import TestDatabase
+from backend.testing.isolation import OuterTransaction
 from tests.conftest import serving
 
 router = APIRouter()
@@ -64,13 +66,30 @@ def count(reads: ReadSessionDep) -> int:
     return int(reads.connection().scalar(COUNT) or 0)
 
 
-@pytest.fixture(params=["transaction", "database"])
+@pytest.fixture
+def psycopg_outer_engine(backend_db: TestDatabase) -> Iterator[sa.Engine]:
+    """The test's outer connection on psycopg 3, whatever the run's driver: the app's sync
+    engine as `postgresql+psycopg://` builds it."""
+    container = Container()
+    use_database(container, backend_db.url.set(drivername="postgresql+psycopg"))
+    engine = container.engine()
+    assert engine.dialect.driver == "psycopg"
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["transaction", "transaction on psycopg 3", "database"])
 def database(request: pytest.FixtureRequest) -> TestDatabase:
-    fixture = "backend_db" if request.param == "transaction" else "backend_transactional_db"
+    fixture = "backend_transactional_db" if request.param == "database" else "backend_db"
     database: TestDatabase = request.getfixturevalue(fixture)
+    if request.param == "transaction on psycopg 3":
+        pytest.importorskip("psycopg")
+        database.outer_engine = request.getfixturevalue("psycopg_outer_engine")
     with database.session() as session:
         session.execute(sa.text("CREATE TABLE read_probe (name text)"))
         session.commit()
+        if request.param == "transaction on psycopg 3":
+            assert session.connection().dialect.driver == "psycopg"
     return database
 
 
@@ -111,3 +130,25 @@ def test_the_read_sessions_own_connection_refuses_writes(
     with database.session() as session:
         assert session.scalar(COUNT) == 0
     assert client.get("/sync/count").json() == 0
+
+
+def test_a_psycopg_outer_connection_comes_back_clean_to_the_next_test(
+    psycopg_outer_engine: sa.Engine,
+) -> None:
+    """DISCARD ALL at each test's end also drops what psycopg 3 prepared (a statement run five
+    times on a direct host): psycopg sees it and prepares afresh on the next test's connection,
+    which the pool hands back (one connection here)."""
+    for _ in range(2):
+        outer = OuterTransaction(psycopg_outer_engine)
+        with outer.makers["session_maker"]() as session:
+            for _ in range(7):
+                assert session.scalar(sa.text("SELECT 1")) == 1
+        with outer.makers["read_session_maker"]() as reads:
+            for _ in range(7):
+                assert reads.scalar(sa.text("SELECT 2")) == 2
+            with pytest.raises(ReadOnlyError):
+                reads.execute(INSERT, {"name": "tea"})
+        outer.end()
+    pool = psycopg_outer_engine.pool
+    assert isinstance(pool, sa.QueuePool)
+    assert pool.checkedout() == 0

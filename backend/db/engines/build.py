@@ -143,12 +143,9 @@ def _add_connection_care(engine: Engine, plan: ConnectionPlan, read_only: bool =
     if settings.pool_pre_ping and settings.ping_idle_after > 0:
         ping_when_idle(engine, settings.ping_idle_after)
     if read_only:
-        # Behind a pooler, only psycopg2 sends a read in the simple protocol, where a
-        # `SET TRANSACTION READ ONLY` rides along; asyncpg and psycopg 3 send it in the extended
-        # protocol, one statement per message, so each read session's connection gets a READ
-        # ONLY transaction (one more round trip).
-        driver = engine.dialect.driver
-        refuse_writes(engine, transaction_per_read=plan.is_pooler and driver != "psycopg2")
+        # Behind a pooler no startup option makes the server read-only: refuse_writes gives
+        # each read its READ ONLY transaction in the way its driver can carry one.
+        refuse_writes(engine, through_pooler=plan.is_pooler)
 
 
 def _label_errors(engine: Engine) -> None:

@@ -9,6 +9,11 @@ every write (functions included), on a direct host or behind a transaction-mode 
   Query, which PostgreSQL runs as one implicit transaction: one round trip, read-only by the
   server. It holds while <statement> is exactly one statement that does not end the
   transaction, which the statement check (below) makes sure of.
+- psycopg 3 (sync or async) cannot send that (one statement per message when it binds
+  parameters; every result kept otherwise). On a direct host the server's read-only default
+  guards, as for asyncpg below. Behind a pooler each statement outside a transaction is sent
+  as BEGIN READ ONLY, the statement, COMMIT in one pipeline: one round trip
+  (readonly_psycopg.py).
 - asyncpg (the async engine) sends each statement in the extended protocol, one statement per
   message, so nothing can ride along. On a direct host the server's read-only default
   (default_transaction_read_only=on) comes in the startup packet, at no round trip. Behind a
@@ -16,13 +21,14 @@ every write (functions included), on a direct host or behind a transaction-mode 
   session's connection runs in a transaction begun READ ONLY: one more round trip before its
   first statement, and its ROLLBACK when the session closes, after the response.
 - A server-side cursor (stream_results, yield_per, AsyncSession.stream) needs a transaction:
-  the connection leaves autocommit for a READ ONLY transaction, ended when it goes back to the
-  pool.
+  a READ ONLY one (psycopg2 and asyncpg leave autocommit for it; psycopg 3 sends BEGIN READ
+  ONLY first), ended when the connection goes back to the pool.
 
 Before a statement is sent, PostgreSQL's parser reads it as sent (psycopg2's with its
-parameters bound) and refuses what is not one read (backend/db/engines/readsql.py): a friendly early
-error for a write, and the refusal of what a read-only transaction does not stop and a pooler
-would leak to the next client (SET, set_config(), LISTEN, …).
+parameters bound, psycopg 3's and asyncpg's with $n placeholders) and refuses what is not
+one read (backend/db/engines/readsql.py): a friendly early error for a write, and the refusal
+of what a read-only transaction does not stop and a pooler would leak to the next client (SET,
+set_config(), LISTEN, …).
 
 On direct hosts default_transaction_read_only=on also guards SQL sent on the raw driver
 connection. It is a session setting that a request could switch off (a user-defined function
@@ -41,7 +47,7 @@ from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
-from backend.db.engines.readsql import not_a_read_as_sent
+from backend.db.engines.readsql import as_psycopg_sends, not_a_read_as_sent
 
 READ_ONLY_SETTING = "default_transaction_read_only"
 READ_ONLY_OPTIONS = f"-c {READ_ONLY_SETTING}=on"
@@ -67,14 +73,19 @@ class ReadOnlySession(Session):
         super().flush(objects)
 
 
-def refuse_writes(engine: Engine, *, transaction_per_read: bool = False) -> None:
+def refuse_writes(engine: Engine, *, through_pooler: bool = False) -> None:
     """Make every read on `engine`'s own (autocommit) connections read-only by the server, and
     refuse, before it is sent, any statement that is not one read.
 
-    `transaction_per_read`: asyncpg behind a pooler, where only a transaction can carry READ
-    ONLY. An engine whose connections are not in autocommit (a view of the app's engine) is
-    left to its own READ ONLY transactions.
+    `through_pooler`: no startup option makes the server read-only, so each read carries its
+    READ ONLY transaction: psycopg2 in the same Query, psycopg 3 in the same pipeline, asyncpg
+    in a transaction per read session. An engine whose connections are not in autocommit (a
+    view of the app's engine) is left to its own READ ONLY transactions.
     """
+    if engine.dialect.driver == "psycopg":
+        _refuse_writes_psycopg(engine, through_pooler)
+        return
+    transaction_per_read = through_pooler and engine.dialect.driver == "asyncpg"
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
     def only_reads(
@@ -87,7 +98,7 @@ def refuse_writes(engine: Engine, *, transaction_per_read: bool = False) -> None
     ) -> tuple[str, Any]:
         proxied = connection.connection
         driver = proxied.dbapi_connection
-        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)
+        _refuse_unless_read(connection, cursor, statement, parameters, context, executemany)
         if isinstance(driver, psycopg2.extensions.connection):
             if not driver.autocommit:
                 return statement, parameters  # already in a READ ONLY transaction
@@ -116,6 +127,40 @@ def refuse_writes(engine: Engine, *, transaction_per_read: bool = False) -> None
             dbapi_connection.isolation_level = "autocommit"
 
 
+def _refuse_writes_psycopg(engine: Engine, through_pooler: bool) -> None:
+    from backend.db.engines import readonly_psycopg  # psycopg is an optional extra
+
+    @event.listens_for(engine, "connect")
+    def guard_cursors(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        readonly_psycopg.install(record.driver_connection, pipelined=through_pooler)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def only_reads(
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        proxied = connection.connection
+        _refuse_unless_read(connection, cursor, statement, parameters, context, executemany)
+        if through_pooler and not readonly_psycopg.pipelined(proxied.driver_connection):
+            raise ReadOnlyError(
+                "this read connection's cursor_factory was replaced after its read-only guard "
+                "was installed: set cursor classes before refuse_writes"
+            )
+
+    @event.listens_for(engine, "checkin")
+    def end_read_transaction(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # A server-side cursor's READ ONLY transaction: the pool's reset has ended it already
+        # (rollback on return); this covers a pool told not to. The connection stays in
+        # autocommit throughout.
+        driver = record.driver_connection
+        if driver is not None and not driver.closed and readonly_psycopg.in_transaction(driver):
+            dbapi_connection.rollback()
+
+
 def _begin_read_only(proxied: PoolProxiedConnection) -> None:
     """Take an autocommit connection out of autocommit, for a transaction that the driver
     begins READ ONLY with the next statement, until the connection goes back to the pool."""
@@ -132,15 +177,19 @@ def _begin_read_only(proxied: PoolProxiedConnection) -> None:
 
 
 def _refuse_unless_read(
-    proxied: PoolProxiedConnection,
+    connection: Connection,
     cursor: Any,
     statement: str,
     parameters: Any,
     context: ExecutionContext | None,
     many: bool,
 ) -> None:
+    proxied = connection.connection
     driver = proxied.dbapi_connection
-    for sent in _as_sent(driver, cursor, statement, parameters, context, many):
+    as_sent = _as_sent(
+        connection.dialect.driver, driver, cursor, statement, parameters, context, many
+    )
+    for sent in as_sent:
         if reason := not_a_read_as_sent(sent):
             raise ReadOnlyError(
                 f"a read-only engine does not run {reason}: write through SessionDep"
@@ -153,6 +202,7 @@ def _refuse_unless_read(
 
 
 def _as_sent(
+    driver_name: str,
     driver: Any,
     cursor: Any,
     statement: str,
@@ -161,11 +211,15 @@ def _as_sent(
     executemany: bool,
 ) -> list[str]:
     """The statement as the server gets it: psycopg2 binds parameters into its text (so a
-    placeholder inside a string literal becomes SQL); asyncpg sends them apart."""
-    if not isinstance(driver, psycopg2.extensions.connection):
-        return [statement]
+    placeholder inside a string literal becomes SQL); psycopg 3 and asyncpg send them apart,
+    psycopg 3 with its placeholders made $n."""
     if not parameters and getattr(context, "no_parameters", False):
         return [statement]  # SQLAlchemy calls execute(statement) alone: nothing is bound
+    if driver_name == "psycopg":
+        sent = as_psycopg_sends(statement)
+        return [] if sent is None else [sent]  # None: psycopg refuses it and sends nothing
+    if not isinstance(driver, psycopg2.extensions.connection):
+        return [statement]
     encoding = psycopg2.extensions.encodings.get(driver.encoding, "utf-8")
     sets = parameters if executemany else [parameters]
     return [bytes(cursor.mogrify(statement, values)).decode(encoding) for values in sets]
@@ -174,11 +228,7 @@ def _as_sent(
 def _standard_strings(driver_connection: Any) -> bool:
     """What the server last reported of standard_conforming_strings (the parser's reading);
     True when it reports nothing."""
-    if isinstance(driver_connection, psycopg2.extensions.connection):
-        value = driver_connection.info.parameter_status("standard_conforming_strings")
-    else:
-        value = getattr(driver_connection.get_settings(), "standard_conforming_strings", None)
-    return value != "off"
+    return _reported(driver_connection, "standard_conforming_strings") != "off"
 
 
 def keep_server_guard(engine: Engine) -> None:
@@ -212,11 +262,17 @@ def keep_server_guard(engine: Engine) -> None:
 
 def _read_only(driver_connection: Any) -> bool:
     """What the server last reported; True when it reports nothing (PostgreSQL < 14)."""
-    if isinstance(driver_connection, psycopg2.extensions.connection):
-        value = driver_connection.info.parameter_status(READ_ONLY_SETTING)
+    return _reported(driver_connection, READ_ONLY_SETTING) in (None, "on")
+
+
+def _reported(driver_connection: Any, name: str) -> str | None:
+    """The server's last ParameterStatus for `name`, which the drivers keep (no round trip)."""
+    info = getattr(driver_connection, "info", None)
+    if info is not None:  # psycopg2 and psycopg 3 alike
+        value = info.parameter_status(name)
     else:  # asyncpg keeps every ParameterStatus in its settings
-        value = getattr(driver_connection.get_settings(), READ_ONLY_SETTING, None)
-    return value in (None, "on")
+        value = getattr(driver_connection.get_settings(), name, None)
+    return None if value is None else str(value)
 
 
 def read_only_view(engine: Any) -> Any:
@@ -245,5 +301,4 @@ def _refuse_on_view(view: Engine) -> None:
         context: ExecutionContext | None,
         executemany: bool,
     ) -> None:
-        proxied = connection.connection
-        _refuse_unless_read(proxied, cursor, statement, parameters, context, executemany)
+        _refuse_unless_read(connection, cursor, statement, parameters, context, executemany)

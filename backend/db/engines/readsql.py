@@ -8,13 +8,14 @@ and what ends it early:
 - session-level commands (SET, RESET, DISCARD, LISTEN, PREPARE, DECLARE … WITH HOLD, …):
   behind a transaction-mode pooler they stay on the server connection for the next client;
 - transaction control (BEGIN, COMMIT, SET TRANSACTION READ WRITE, …), and a second statement in
-  one call: the sync engine sends `SET TRANSACTION READ ONLY; <statement>` as one simple Query,
-  which the server runs as one transaction only while <statement> is exactly one statement that
-  does not end it.
+  one call: psycopg2 sends `SET TRANSACTION READ ONLY; <statement>` as one simple Query, and
+  psycopg 3 BEGIN READ ONLY, <statement>, COMMIT in one pipeline, which hold only while
+  <statement> is exactly one statement that does not end the transaction.
 
 So this check runs only what it can show to be one read — SELECT (VALUES and TABLE are
 SELECTs), SHOW, or EXPLAIN of a SELECT — read by PostgreSQL's own parser (pglast, on the
-statement as the driver sends it, parameters bound), and also names, before anything is sent,
+statement as the driver sends it: psycopg2's with its parameters bound, psycopg 3's and
+asyncpg's with $n placeholders), and also names, before anything is sent,
 what the server would refuse anyway: a data-modifying WITH, SELECT … INTO, row locks, and the
 built-in functions below, some of which (set_config, session advisory locks, dblink) a
 read-only transaction does not stop. What it cannot see is what a user-defined function does.
@@ -89,7 +90,8 @@ def not_a_read_as_sent(sql: str) -> str | None:
     """None for one read; else what makes it something else, worded for an error message.
 
     `sql` is the statement as the driver sends it: psycopg2's with its parameters bound
-    (cursor.mogrify), asyncpg's with its $n placeholders (it sends the values apart). Cached:
+    (cursor.mogrify), psycopg 3's (as_psycopg_sends) and asyncpg's with $n placeholders (they
+    send the values apart). Cached:
     most statements an application sends repeat, and parsing one costs tens of microseconds.
     """
     try:
@@ -121,6 +123,38 @@ def not_a_read(sql: str) -> str | None:
     return not_a_read_as_sent(
         _PYFORMAT.sub(lambda m: "%" if m[0] == "%%" else f"${next(count)}", sql)
     )
+
+
+# psycopg 3's placeholders: `%` then a name in parentheses and one character, or any one
+# character but a newline (psycopg/_queries.py, _re_placeholder and _split_query).
+_PSYCOPG_PLACEHOLDER = re.compile(r"%(?:\(([^)]+)\).|.)")
+
+
+def as_psycopg_sends(sql: str) -> str | None:
+    """A statement psycopg 3 runs with parameters, as the server gets it: each placeholder a
+    `$n` (one per name), `%%` a `%`; the values go apart, so none is in the text to check.
+
+    None where psycopg refuses to send it (a placeholder other than %s, %b and %t, or named
+    and positional ones mixed): it raises its own error before anything is sent.
+    """
+    numbers: dict[str | int, int] = {}
+    named = set()
+
+    def placeholder(match: re.Match[str]) -> str:
+        text = match[0]
+        if text == "%%":
+            return "%"
+        if text[-1] not in "sbt":
+            raise ValueError(text)
+        key: str | int = match[1] if match[1] is not None else len(numbers)
+        named.add(isinstance(key, str))
+        return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+    try:
+        converted = _PSYCOPG_PLACEHOLDER.sub(placeholder, sql)
+    except ValueError:
+        return None
+    return None if len(named) > 1 else converted
 
 
 def _not_a_read_statement(kind: str, node: dict[str, Any], sql: str) -> str | None:
