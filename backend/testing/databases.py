@@ -197,7 +197,7 @@ class Databases:
         (so the connection is configured as the app's), on the shared database, for the run."""
         if self._outer_engine is None:
             container = Container()
-            use_database(container, self.server.url(self.shared(schema)))
+            use_database(container, with_run_driver(self.server.url(self.shared(schema))))
             self._outer_engine = container.engine()
         return self._outer_engine
 

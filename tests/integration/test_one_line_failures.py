@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.embedded import free_port
-from backend.testing.drivers import async_driver, run_driver
+from backend.testing.drivers import async_driver, run_driver, with_run_driver
 from tests.conftest import project_root
 
 UNREACHABLE = "postgresql://u:p@127.0.0.1:1/db"  # never connected to: the settings stop first
@@ -214,7 +214,8 @@ def answers(port: int) -> bool:
 @pytest.mark.parametrize("how", ["--workers", "WEB_CONCURRENCY"])
 def test_workers_reach_uvicorn(database_url: URL, how: str) -> None:
     port = free_port()
-    env = environment(DATABASE_URL=database_url.render_as_string(hide_password=False))
+    url = with_run_driver(database_url).render_as_string(hide_password=False)
+    env = environment(DATABASE_URL=url, DATABASE_ASYNC_DRIVER=async_driver())
     options = ["--workers", "2"] if how == "--workers" else []
     if how == "WEB_CONCURRENCY":
         env["WEB_CONCURRENCY"] = "2"
