@@ -8,8 +8,6 @@ import sqlalchemy as sa
 
 from backend.db.engines.readsql import as_psycopg_sends, not_a_read_as_sent
 
-psycopg = pytest.importorskip("psycopg")
-
 SENT = [
     ("SELECT %(a)s::VARCHAR, %(b)s::INTEGER, %(a)s", {"a": "x", "b": 1}),
     ("SELECT '100%%', %s, %b, %t", (1, 2, 3)),
@@ -40,8 +38,12 @@ def test_a_value_in_a_string_literal_stays_a_literal() -> None:
 @pytest.mark.parametrize("query", ["SELECT %d", "SELECT %(a)s, %s", "SELECT 1 % 2"])
 def test_what_psycopg_refuses_to_send_is_not_checked(query: str) -> None:
     assert as_psycopg_sends(query) is None
+    import psycopg
+    from psycopg._queries import PostgresQuery
+    from psycopg.adapt import Transformer
+
     with pytest.raises(psycopg.ProgrammingError):
-        psycopg._queries.PostgresQuery(psycopg.adapt.Transformer()).convert(query, {"a": 1})
+        PostgresQuery(Transformer()).convert(query, {"a": 1})
 
 
 def test_sqlalchemys_bind_casts_read_as_one_read() -> None:
