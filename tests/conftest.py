@@ -1,4 +1,5 @@
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +46,17 @@ def admin_engine(postgres: TestServer) -> Iterator[sa.Engine]:
     )
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def role(admin_engine: sa.Engine) -> Iterator[tuple[str, str]]:
+    """A login role of this test's own (roles are the cluster's, not the database's)."""
+    name, password = f"role_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    with admin_engine.connect() as connection:
+        connection.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
+    yield name, password
+    with admin_engine.connect() as connection:
+        connection.execute(sa.text(f"DROP ROLE {name}"))
 
 
 @pytest.fixture

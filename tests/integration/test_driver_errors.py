@@ -6,8 +6,7 @@ host list): read naively, a wrong password would be an outage, and retried."""
 
 import asyncio
 import socket
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -74,16 +73,6 @@ def fails(request: pytest.FixtureRequest) -> Fails:
         return error, len(attempts)
 
     return run
-
-
-@pytest.fixture
-def role(admin_engine: sa.Engine) -> Iterator[tuple[str, str]]:
-    name, password = f"role_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
-    with admin_engine.connect() as connection:
-        connection.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
-    yield name, password
-    with admin_engine.connect() as connection:
-        connection.execute(sa.text(f"DROP ROLE {name}"))
 
 
 def _verdict(error: BaseException) -> Verdict:

@@ -3,8 +3,7 @@ primary message line), the same on both paths; never from text a client sent."""
 
 import logging
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
@@ -71,17 +70,6 @@ def app_on(monkeypatch: pytest.MonkeyPatch) -> AppOn:
         return TestClient(serving(container, sys.modules[__name__]), raise_server_exceptions=False)
 
     return make
-
-
-@pytest.fixture
-def role(admin_engine: sa.Engine) -> Iterator[tuple[str, str]]:
-    """A login role of this test's own (roles are the cluster's, not the database's)."""
-    name, password = f"role_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
-    with admin_engine.connect() as connection:
-        connection.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
-    yield name, password
-    with admin_engine.connect() as connection:
-        connection.execute(sa.text(f"DROP ROLE {name}"))
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -134,22 +134,18 @@ def _refuse_writes_psycopg(engine: Engine, through_pooler: bool) -> None:
     def guard_cursors(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         readonly_psycopg.install(record.driver_connection, pipelined=through_pooler)
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def only_reads(
-        connection: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: ExecutionContext | None,
-        executemany: bool,
-    ) -> None:
-        proxied = connection.connection
-        _refuse_unless_read(connection, cursor, statement, parameters, context, executemany)
-        if through_pooler and not readonly_psycopg.pipelined(proxied.driver_connection):
+    _check_statements(engine)
+
+    def guard_kept(connection: Connection, *_: Any) -> None:
+        # Behind a pooler the pipelined cursor is the only server-side guard.
+        if not readonly_psycopg.pipelined(connection.connection.driver_connection):
             raise ReadOnlyError(
                 "this read connection's cursor_factory was replaced after its read-only guard "
                 "was installed: set cursor classes before refuse_writes"
             )
+
+    if through_pooler:
+        event.listen(engine, "before_cursor_execute", guard_kept)
 
     @event.listens_for(engine, "checkin")
     def end_read_transaction(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -285,14 +281,15 @@ def read_only_view(engine: Any) -> Any:
     the engine it is a view of is left as it was.
     """
     view = engine.execution_options(postgresql_readonly=True)
-    _refuse_on_view(getattr(view, "sync_engine", view))
+    # The statement check alone: the view's connections are in READ ONLY transactions.
+    _check_statements(getattr(view, "sync_engine", view))
     return view
 
 
-def _refuse_on_view(view: Engine) -> None:
-    """The statement check alone: the view's connections are in READ ONLY transactions."""
+def _check_statements(engine: Engine) -> None:
+    """Each statement read before it is sent, and refused unless it is one read (readsql.py)."""
 
-    @event.listens_for(view, "before_cursor_execute")
+    @event.listens_for(engine, "before_cursor_execute")
     def only_reads(
         connection: Connection,
         cursor: Any,
