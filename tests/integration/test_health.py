@@ -143,5 +143,7 @@ def test_the_probe_says_tls_as_the_client_sees_it_on_each_driver(
         engine = sa.create_engine(url, poolclass=sa.NullPool)
         health = probe(engine)
         engine.dispose()
-    assert health["ssl"] is postgres.tls
+    # libpq says what the client sees; asyncpg says nothing public of its TLS, so the probe asks
+    # the server, which behind the suite's TLS front (a build without OpenSSL) sees plaintext.
+    assert health["ssl"] is (postgres.direct_tls if name == "asyncpg" else postgres.tls)
     assert health["server_version"][:2].isdigit()
