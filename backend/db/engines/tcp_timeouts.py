@@ -81,7 +81,9 @@ def bound_psycopg_waits(engine: Engine, seconds: float) -> None:
 
     dialect = engine.dialect
     if dialect.is_async:
-        # SQLAlchemy's psycopg adapter connects with `async_creator_fn` when given one.
+        # SQLAlchemy's psycopg adapter connects with `async_creator_fn` when given one: an
+        # undocumented keyword of its adapted connect() (dialects/postgresql/psycopg.py, the same
+        # from 2.0.30 to 2.1), so checked against sqlalchemy<2.2 in pyproject.toml.
         creator = async_connector(seconds)
 
         def connect(*args: Any, **kwargs: Any) -> Any:
