@@ -127,17 +127,22 @@ def database_system_of(span: ReadableSpan) -> object:
     return attributes.get("db.system", attributes.get("db.system.name"))
 
 
-def pool_figures(reader: InMemoryMetricReader, pool: str) -> dict[str, Any]:
-    """Each backend.db.pool.* metric's value for the pool named `pool`, as exported now."""
-    figures: dict[str, Any] = {}
+def pools(reader: InMemoryMetricReader) -> dict[str, dict[str, Any]]:
+    """Each pool's backend.db.pool.* metrics as exported now, by the pool's name."""
+    figures: dict[str, dict[str, Any]] = {}
     data = reader.get_metrics_data()
     for resource in data.resource_metrics if data else []:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    if (point.attributes or {}).get("db.client.connection.pool.name") == pool:
-                        figures[metric.name] = point.value  # type: ignore[union-attr]
+                    pool = (point.attributes or {}).get("db.client.connection.pool.name")
+                    if pool is not None and metric.name.startswith("backend.db.pool."):
+                        figures.setdefault(str(pool), {})[metric.name] = point.value  # type: ignore[union-attr]
     return figures
+
+
+def pool_figures(reader: InMemoryMetricReader, pool: str) -> dict[str, Any]:
+    return pools(reader)[pool]
 
 
 def assert_one_statement_span(telemetry: Telemetry, marker: str, url: URL) -> None:
@@ -163,6 +168,11 @@ def test_a_span_per_statement_on_every_engine_of_create_app(
             assert client.get(path).json() == {"value": SECRET}
     for marker in ("on_write", "on_read", "on_async_write", "on_async_read"):
         assert_one_statement_span(telemetry, marker, database_url)
+    observed = pools(telemetry.metric_reader)
+    assert set(observed) == {"write", "read", "async write", "async read"}
+    for figures in observed.values():
+        assert figures["backend.db.pool.size"] == 20  # the container fixture's DATABASE_POOL_SIZE
+        assert figures["backend.db.pool.checked_out"] == 0
 
 
 def test_a_span_per_statement_on_an_app_of_your_own(
