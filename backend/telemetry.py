@@ -76,8 +76,26 @@ def instrument(
         if sync_engine in _instrumented:
             return
         _instrumented.add(sync_engine)
-    instruments.trace(sync_engine)
+    if not _traced_when_made(engine):
+        instruments.trace(sync_engine)
     instruments.observe(sync_engine, _pool_attributes(sync_engine, role, engine))
+
+
+def _traced_when_made(engine: Engine | AsyncEngine) -> bool:
+    """Whether the instrumentor traced `engine` already: under `opentelemetry-instrument`, it
+    wraps sqlalchemy's create_engine and create_async_engine before the app, and so the layer,
+    is imported, and the layer's module then makes its engines with the wrapped ones (which
+    trace each engine they make). A second tracer would start a second span per statement,
+    and each overwrites the other's: one of the two would never end."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    from backend.db.engines import build
+
+    # The names the layer's module calls, bound when it was imported; wrapt's wrappers keep the
+    # function they wrap as __wrapped__.
+    name = "create_async_engine" if isinstance(engine, AsyncEngine) else "create_engine"
+    wrapped = hasattr(vars(build)[name], "__wrapped__")
+    return wrapped and SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry is True
 
 
 def declared_range_excludes_this_sqlalchemy() -> bool:

@@ -1,6 +1,9 @@
 """OpenTelemetry through the on_engine hook: a span per statement on every engine, the pools'
 figures as metrics, read back from the SDK's in-memory exporter and reader."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -300,3 +303,61 @@ def test_the_statement_deadline_holds_under_the_drivers_instrumentation(
         if span.instrumentation_scope
     }
     assert scopes == TRACED_BY[driver_instrumented]
+
+
+# An app run under `opentelemetry-instrument`: the SQLAlchemy instrumentor is on before the app
+# (and the layer) is imported, where its dependency check lets it (SQLAlchemy 2.0), so that the
+# layer's own module makes its engines with the instrumentor's create_engine.
+AUTO_INSTRUMENTED_APP = """
+from opentelemetry import trace
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+class Started(SpanProcessor):
+    count = 0
+
+    def on_start(self, span, parent_context=None):
+        Started.count += 1
+
+ended = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(Started())
+provider.add_span_processor(SimpleSpanProcessor(ended))
+trace.set_tracer_provider(provider)
+SQLAlchemyInstrumentor().instrument()
+
+import sqlalchemy as sa
+from backend import Container, on_engine
+from backend.telemetry import instrument
+
+container = Container()
+on_engine(container, instrument)
+for engine in (container.engine(), container.read_engine()):
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1 AS auto_instrumented"))
+statements = [
+    span for span in ended.get_finished_spans()
+    if "auto_instrumented" in str(span.attributes.get("db.statement"))
+]
+print(len(statements), Started.count - len(ended.get_finished_spans()))
+"""
+
+
+def test_one_span_per_statement_under_opentelemetry_instrument(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> None:
+    use_database(monkeypatch, database_url)
+    result = subprocess.run(
+        [sys.executable, "-c", AUTO_INSTRUMENTED_APP],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    statements, never_ended = result.stdout.split()
+    assert statements == "2"  # one per statement, on each engine
+    assert never_ended == "0"  # no engine traced twice (a span started, and overwritten)
