@@ -108,26 +108,24 @@ def telemetry() -> Iterator[Telemetry]:
     telemetry.shutdown()
 
 
+# Each attribute's name before and after the database semantic conventions' migration
+# (OTEL_SEMCONV_STABILITY_OPT_IN=database): the instrumentation writes either, or both.
+NAMES = {
+    "statement": ("db.statement", "db.query.text"),
+    "system": ("db.system", "db.system.name"),
+    "address": ("net.peer.name", "server.address"),
+    "port": ("net.peer.port", "server.port"),
+}
+
+
+def attribute(span: ReadableSpan, what: str) -> object:
+    old, new = NAMES[what]
+    attributes = span.attributes or {}
+    return attributes.get(old, attributes.get(new))
+
+
 def statement_of(span: ReadableSpan) -> object:
-    attributes = span.attributes or {}
-    # The attribute's name before and after the database semantic conventions' migration
-    # (OTEL_SEMCONV_STABILITY_OPT_IN=database).
-    return attributes.get("db.statement", attributes.get("db.query.text"))
-
-
-def server_address_of(span: ReadableSpan) -> object:
-    attributes = span.attributes or {}
-    return attributes.get("net.peer.name", attributes.get("server.address"))
-
-
-def server_port_of(span: ReadableSpan) -> object:
-    attributes = span.attributes or {}
-    return attributes.get("net.peer.port", attributes.get("server.port"))
-
-
-def database_system_of(span: ReadableSpan) -> object:
-    attributes = span.attributes or {}
-    return attributes.get("db.system", attributes.get("db.system.name"))
+    return attribute(span, "statement")
 
 
 def pools(reader: InMemoryMetricReader) -> dict[str, dict[str, Any]]:
@@ -151,15 +149,15 @@ def pool_figures(reader: InMemoryMetricReader, pool: str) -> dict[str, Any]:
 def assert_one_statement_span(telemetry: Telemetry, marker: str, url: URL) -> None:
     (span,) = telemetry.statement_spans(marker)
     assert span.kind is SpanKind.CLIENT
-    assert database_system_of(span) == "postgresql"
+    assert attribute(span, "system") == "postgresql"
     statement = str(statement_of(span))
     # As sent: the driver's placeholder, after the read engines' READ ONLY where they add it.
     assert statement.endswith(f"AS {marker}")
     assert "SELECT CAST(" in statement
     assert SECRET not in statement  # the statement as sent, its parameters apart
     assert all(SECRET not in str(value) for value in (span.attributes or {}).values())
-    assert server_address_of(span) == url.host
-    assert server_port_of(span) == url.port
+    assert attribute(span, "address") == url.host
+    assert attribute(span, "port") == url.port
 
 
 def test_a_span_per_statement_on_every_engine_of_create_app(
