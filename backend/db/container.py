@@ -91,11 +91,15 @@ def _give(hook: EngineHook, engine: Engine | AsyncEngine, role: EngineRole) -> N
 
 
 def _engine(
-    factory: Callable[..., E], built: Any, plan: Any, **options: Any
+    factory: Callable[..., E],
+    built: Any,
+    plan: Any,
+    role: EngineRole | None = None,
+    **options: Any,
 ) -> providers.ThreadSafeSingleton[E]:
     """A singleton engine from `factory` and a connection plan, recorded in `built` when (and
-    only if) it is built."""
-    role = "read" if options.get("read_only") else "write"
+    only if) it is built, as a `role` engine (by default, read or write as `read_only` says)."""
+    role = role or ("read" if options.get("read_only") else "write")
     return providers.ThreadSafeSingleton(
         BuiltEngines.add, built, providers.Factory(factory, plan, **options), role
     )
