@@ -78,6 +78,12 @@ def pool_while_holding(request: Request, session: SessionDep) -> dict[str, Any]:
     return pool_figures(request.app.state.metric_reader, "write")
 
 
+@router.get("/async/pool/while-holding")
+async def async_pool_while_holding(request: Request, session: AsyncSessionDep) -> dict[str, Any]:
+    await session.scalar(sa.text("SELECT 1"))  # the request's connection, held
+    return pool_figures(request.app.state.metric_reader, "async write")
+
+
 class Telemetry:
     """An app's OpenTelemetry SDK, kept in memory: what an exporter would send."""
 
@@ -217,12 +223,16 @@ def test_the_pool_figures_as_metrics(
     app.state.metric_reader = telemetry.metric_reader
     with TestClient(app) as client:
         during = client.get("/pool/while-holding").json()
+        during_async = client.get("/async/pool/while-holding").json()
         after = pool_figures(telemetry.metric_reader, "write")
+        after_async = pool_figures(telemetry.metric_reader, "async write")
         engine = app.state.container.engine()
         with engine.connect(), pytest.raises(sa.exc.TimeoutError), engine.connect():
             pass  # the only connection is held: this checkout waits, then gives up
         waited = pool_figures(telemetry.metric_reader, "write")
     assert during["backend.db.pool.checked_out"] == 1
+    assert during_async["backend.db.pool.checked_out"] == 1
+    assert after_async["backend.db.pool.checked_out"] == 0
     assert during["backend.db.pool.size"] == 1
     assert during["backend.db.pool.overflow"] == 0
     assert after["backend.db.pool.checked_out"] == 0
