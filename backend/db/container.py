@@ -43,7 +43,8 @@ EngineHook = Callable[[Engine | AsyncEngine, EngineRole], object]
 
 
 class EngineHookError(RuntimeError):
-    """An on_engine callback failed: the engine is not used."""
+    """An on_engine callback raised: the build that gave it the engine (startup, or a first
+    use) stops with this one line."""
 
 
 class EngineHooks(list[EngineHook]):
