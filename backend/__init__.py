@@ -16,6 +16,8 @@ __all__ = [
     "AsyncSessionDep",
     "ConfigurationError",
     "Container",
+    "EngineHookError",
+    "EngineRole",
     "OutsideRequestError",
     "ReadOnlyError",
     "ReadSessionDep",
@@ -26,6 +28,7 @@ __all__ = [
     "get_async_session",
     "get_session",
     "install",
+    "on_engine",
     "provide",
     "use_database",
 ]
@@ -35,6 +38,8 @@ _WHERE = {
     "AsyncSessionDep": "backend.db.deps",
     "ConfigurationError": "backend.settings",
     "Container": "backend.db.container",
+    "EngineHookError": "backend.db.container",
+    "EngineRole": "backend.db.container",
     "OutsideRequestError": "backend.db.sessions.scope",
     "ReadOnlyError": "backend.db.engines.readonly",
     "ReadSessionDep": "backend.db.deps",
@@ -45,13 +50,20 @@ _WHERE = {
     "get_async_session": "backend.db.deps",
     "get_session": "backend.db.deps",
     "install": "backend.app",
+    "on_engine": "backend.db.container",
     "provide": "backend.db.deps",
     "use_database": "backend.db.container",
 }
 
 if TYPE_CHECKING:
     from backend.app import create_app, install
-    from backend.db.container import Container, use_database
+    from backend.db.container import (
+        Container,
+        EngineHookError,
+        EngineRole,
+        on_engine,
+        use_database,
+    )
     from backend.db.deps import (
         AsyncReadSessionDep,
         AsyncSessionDep,

@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
+from backend.db import container as containers
 from backend.db.connection.plan import ConnectionPlan
-from backend.db.container import Container
+from backend.db.container import Container, EngineHook
 from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
 from backend.middleware import RequestScopeMiddleware
@@ -37,12 +38,16 @@ def install(
     *,
     wire: Sequence[str | ModuleType] = (),
     health: bool = True,
+    on_engine: EngineHook | None = None,
 ) -> Container:
     """Add the layer to `app`, an app of your own: the request scope (one session per
     request, closed after the response), the database error answers, `GET /health/db` (unless
     `health=False`), and a lifespan around the app's own (its `lifespan=`, or its startup and
     shutdown handlers) that checks the settings, wires `wire` (modules or packages, objects or
     dotted names) to the container, and disposes the engines it built at shutdown.
+
+    `on_engine(engine, role)` is called for every engine the container builds (see
+    backend.db.container.on_engine): `on_engine=backend.telemetry.instrument` traces them.
 
     Without a container, the default one (backend/db/deps.py) is the app's. The one used
     is returned, and kept as `app.state.container`: where tests bind their database.
@@ -54,6 +59,8 @@ def install(
         )
     active = container if container is not None else default_container()
     app.state.container = active
+    if on_engine is not None:
+        containers.on_engine(active, on_engine)
     # Outside the exception handlers: a 503 is answered before the request's sessions close.
     app.add_middleware(RequestScopeMiddleware, container=active)
     handle_database_errors(app)
@@ -147,13 +154,15 @@ def create_app(
     routers: Iterable[APIRouter] = (),
     wire: Sequence[str | ModuleType] = (),
     lifespan: Lifespan | None = None,
+    on_engine: EngineHook | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """A new app with the layer installed: `FastAPI(lifespan=lifespan, **fastapi_options)`,
-    `routers` included, then `install(app, container, wire=wire)`. Your `lifespan` runs inside
-    the layer's: the container is ready when it starts, and engines are disposed after it."""
+    `routers` included, then `install(app, container, wire=wire, on_engine=on_engine)`. Your
+    `lifespan` runs inside the layer's: the container is ready when it starts, and engines are
+    disposed after it."""
     app = FastAPI(lifespan=lifespan, **{"title": "backend", **fastapi_options})
-    install(app, container, wire=wire)
+    install(app, container, wire=wire, on_engine=on_engine)
     for router in routers:
         app.include_router(router)
     return app

@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from dependency_injector import containers, providers
 from sqlalchemy import Engine
@@ -40,21 +40,74 @@ E = TypeVar("E", Engine, AsyncEngine)
 T = TypeVar("T")
 
 
-class BuiltEngines(list[Engine | AsyncEngine]):
-    """The engines a container has built, so that shutdown disposes those and builds none."""
+# What an engine is for: the write engine, the read engine (read-only, its own pool), one per
+# read replica (DATABASE_READ_URL), the direct one (migrations). Sync or async is its type.
+EngineRole = Literal["write", "read", "replica", "direct"]
+# Given every engine a container builds, once, with its role (on_engine).
+EngineHook = Callable[[Engine | AsyncEngine, EngineRole], object]
 
-    def add(self, engine: E) -> E:
+
+class EngineHookError(RuntimeError):
+    """An on_engine callback raised: the build that gave it the engine (startup, or a first
+    use) stops with this one line."""
+
+
+class EngineHooks(list[EngineHook]):
+    """A container's on_engine callbacks: its own, kept when its singletons are reset (a
+    test's use_database), so that the engines built afterwards are given to them too."""
+
+
+class BuiltEngines(list[Engine | AsyncEngine]):
+    """The engines a container has built, so that shutdown disposes those and builds none;
+    each given to the container's on_engine callbacks as it is built."""
+
+    def __init__(self, hooks: EngineHooks | None = None) -> None:
+        super().__init__()
+        self.hooks = EngineHooks() if hooks is None else hooks
+        self.roles: list[EngineRole] = []
+
+    def add(self, engine: E, role: EngineRole = "write") -> E:
+        # Recorded first: an engine whose callback fails is still disposed at shutdown.
         self.append(engine)
+        self.roles.append(role)
+        for hook in list(self.hooks):
+            _give(hook, engine, role)
         return engine
+
+    def add_replica(self, engine: E) -> E:
+        return self.add(engine, "replica")
+
+    def on_each(self, hook: EngineHook) -> None:
+        """`hook` for every engine built from now on, and now for each one built already."""
+        self.hooks.append(hook)
+        for engine, role in zip(list(self), list(self.roles), strict=True):
+            _give(hook, engine, role)
+
+
+def _give(hook: EngineHook, engine: Engine | AsyncEngine, role: EngineRole) -> None:
+    try:
+        hook(engine, role)
+    except Exception as error:
+        kind = "async " if isinstance(engine, AsyncEngine) else ""
+        raise EngineHookError(
+            f"the on_engine callback {getattr(hook, '__qualname__', repr(hook))} failed on the "
+            f"{kind}{role} engine ({engine.url.render_as_string(hide_password=True)}): "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def _engine(
-    factory: Callable[..., E], built: Any, plan: Any, **options: Any
+    factory: Callable[..., E],
+    built: Any,
+    plan: Any,
+    role: EngineRole | None = None,
+    **options: Any,
 ) -> providers.ThreadSafeSingleton[E]:
     """A singleton engine from `factory` and a connection plan, recorded in `built` when (and
-    only if) it is built."""
+    only if) it is built, as a `role` engine (by default, read or write as `read_only` says)."""
+    role = role or ("read" if options.get("read_only") else "write")
     return providers.ThreadSafeSingleton(
-        BuiltEngines.add, built, providers.Factory(factory, plan, **options)
+        BuiltEngines.add, built, providers.Factory(factory, plan, **options), role
     )
 
 
@@ -137,12 +190,12 @@ class Container(containers.DeclarativeContainer):
         providers.ThreadSafeSingleton(ReplicaSet.of, settings).provider,
     )
     replica_engines = _followed(engine, _no_replicas, providers.ThreadSafeSingleton(
-        build_replica_engines, create_sync_engine, built_engines.provided.add, replica_plans,
-        replica_state,
+        build_replica_engines, create_sync_engine, built_engines.provided.add_replica,
+        replica_plans, replica_state,
     ))  # fmt: skip
     async_replica_engines = _followed(async_engine, _no_replicas, providers.ThreadSafeSingleton(
-        build_replica_engines, create_async_db_engine, built_engines.provided.add, replica_plans,
-        replica_state,
+        build_replica_engines, create_async_db_engine, built_engines.provided.add_replica,
+        replica_plans, replica_state,
     ))  # fmt: skip
     read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)
     # What /health/db and the startup line look at: the write engine, or the async one when
@@ -180,6 +233,9 @@ class Container(containers.DeclarativeContainer):
         """`config_file` (or the BACKEND_CONFIG variable, which .env may set): your YAML, read
         over the defaults."""
         container = super().__new__(cls, **overriding_providers)
+        # The container's own callbacks, given to each BuiltEngines it makes: a provider's
+        # arguments outlive reset_singletons().
+        container.built_engines.add_args(EngineHooks())
         # Interpolation off (envs_required=None, dependency-injector 4.46+, #861; its stubs say
         # bool): backend/settings/ resolves ${VAR:default} from the exact strings.
         container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
@@ -199,6 +255,18 @@ class Container(containers.DeclarativeContainer):
 
 def _refuse(error: ConfigurationError) -> None:
     raise error
+
+
+def on_engine(container: Container, hook: EngineHook) -> None:
+    """Call `hook(engine, role)` for every engine `container` builds, sync and async: the
+    write and read engines, each read replica's, the direct one; once each, as it is built,
+    and at once for those built already. An exception in it stops the build (startup, or the
+    first use of a lazily built engine) with EngineHookError, one line naming it.
+
+    For observability (backend.telemetry.instrument), or any per-engine setup: events,
+    listeners. `install(app, on_engine=...)` and `create_app(on_engine=...)` call this.
+    """
+    container.built_engines().on_each(hook)
 
 
 def use_database(container: Container, url: str | URL) -> None:

@@ -34,10 +34,26 @@ class StatementTimeout(psycopg2.OperationalError):
     """No answer within the statement timeout; the connection was closed to end the wait."""
 
 
+# psycopg2's own slot for a connection's default cursor class, which its cursor() reads.
+_CURSOR_FACTORY = connection.__dict__["cursor_factory"]
+
+
 class BoundedConnection(connection):
     """A psycopg2 connection whose waits for the server end after `statement_timeout` seconds."""
 
     statement_timeout: float = 0.0
+
+    # Whatever cursor class is set later stays bounded: psycopg2.connect(cursor_factory=…)
+    # sets it after the connection_factory has made the connection, and so does an
+    # instrumentation that wraps connect (opentelemetry-instrumentation-psycopg2 passes its
+    # tracing class): set as given, statements would run without the deadline.
+    @property
+    def cursor_factory(self) -> Any:
+        return _CURSOR_FACTORY.__get__(self, BoundedConnection)
+
+    @cursor_factory.setter
+    def cursor_factory(self, factory: Any) -> None:
+        _CURSOR_FACTORY.__set__(self, bounded_cursor_class(factory))
 
     def commit(self) -> None:
         bounded(self, super().commit)
@@ -68,6 +84,21 @@ class BoundedCursor(cursor):
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return bounded(self.connection, super().fetchall) if self.name else super().fetchall()
+
+
+def bounded_cursor_class(factory: Any) -> type[cursor]:
+    """`factory`, a cursor class, with each wait for the server bounded as BoundedCursor's."""
+    if factory is None or factory is cursor:
+        return BoundedCursor
+    if not (isinstance(factory, type) and issubclass(factory, cursor)):
+        raise TypeError(
+            "DATABASE_STATEMENT_TIMEOUT bounds psycopg2 cursors by their class; the "
+            f"cursor_factory {factory!r} is not a cursor class: set DATABASE_STATEMENT_TIMEOUT=0 "
+            "to use it"
+        )
+    if issubclass(factory, BoundedCursor):
+        return factory
+    return type(f"Bounded{factory.__name__}", (BoundedCursor, factory), {})
 
 
 def bounded_connection_factory(seconds: float) -> Callable[[str, int], BoundedConnection]:
