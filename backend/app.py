@@ -18,12 +18,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
-from backend.db.connection.plan import ConnectionPlan
+from backend.db.connection.plan import DERIVED, ConnectionPlan
 from backend.db.container import Container
 from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
 from backend.middleware import RequestScopeMiddleware
-from backend.settings import ConfigurationError
+from backend.settings import ConfigurationError, NoDirectEndpoint
 from backend.wiring import check_wiring, resolve_markers_on_the_loop
 
 logger = logging.getLogger("backend")
@@ -189,6 +189,7 @@ def say_which_database(container: Container, engine: Engine) -> None:
         sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
         if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
             sizes += f" ({read[0]} + {read[1]} for the read engines)"
+        sizes += _direct_endpoint(container, plan)
     except ConfigurationError:  # an engine handed in by a test, without settings
         where = "an engine given to the container"
         sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__
@@ -197,6 +198,21 @@ def say_which_database(container: Container, engine: Engine) -> None:
         engine.url.render_as_string(hide_password=True), where,
         engine.url.query.get("sslmode", "default"), sizes,
     )  # fmt: skip
+
+
+def _direct_endpoint(container: Container, primary: ConnectionPlan) -> str:
+    """The startup line's word on the direct endpoint, where it is not DATABASE_URL's host.
+    Its plan is built here, so that a direct URL the rules refuse stops the app at startup;
+    one that is unknown stops only what needs it (the direct engine)."""
+    try:
+        direct = container.direct_plan()
+    except NoDirectEndpoint:
+        return "; no direct endpoint known (migrations need DATABASE_DIRECT_URL)"
+    if direct is primary:
+        return ""
+    hosts = ",".join(f"{e.connects_to}:{e.port}" for e in direct.target.endpoints)
+    how = direct.source if direct.source == DERIVED else f"from {direct.source}"
+    return f"; direct endpoint {hosts} {how}"
 
 
 def say_which_replicas(container: Container) -> None:

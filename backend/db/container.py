@@ -10,8 +10,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.plan import plan_connection, plan_replicas
-from backend.db.engines.build import create_async_db_engine, create_sync_engine
+from backend.db.connection.plan import plan_connection, plan_direct, plan_replicas
+from backend.db.engines.build import (
+    create_async_db_engine,
+    create_direct_engine,
+    create_sync_engine,
+)
 from backend.db.engines.readonly import read_only_view
 from backend.db.reads.replica_health import ReadReplicas
 from backend.db.reads.replicas import ReplicaSet
@@ -74,6 +78,10 @@ def _own_or_derived(
 
 def _no_replicas(_: object) -> tuple[()]:
     return ()
+
+
+def _the_same(engine: T) -> T:
+    return engine
 
 
 class RequestSession(providers.Factory[Any]):
@@ -140,6 +148,13 @@ class Container(containers.DeclarativeContainer):
         replica_state,
     ))  # fmt: skip
     read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)
+    # The direct endpoint (DATABASE_DIRECT_URL, or derived: plan_direct): migrations, advisory
+    # locks, LISTEN, long admin work, never through a pooler. Built on first use, unpooled. An
+    # engine given to the container is the whole database, so the direct engine is that one.
+    direct_plan = providers.ThreadSafeSingleton(plan_direct, settings, connection_plan)
+    direct_engine = _followed(
+        engine, _the_same, _engine(create_direct_engine, built_engines, direct_plan)
+    )
     # What /health/db and the startup line look at: the write engine, or the async one when
     # that alone was given to the container (an async app's whole database).
     probed_engine = providers.Callable(
