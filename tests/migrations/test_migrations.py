@@ -1,0 +1,149 @@
+"""A user's Alembic project (alembic.ini beside this file: a throwaway model, two revisions,
+an env.py that is the one line `run_migrations(metadata)`), run as a deploy step would run it:
+on the suite's PostgreSQL, and with DATABASE_URL on PgBouncer in transaction mode, where the
+migrations must go to the direct endpoint, as PgBouncer's own log shows."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+from backend.testing.drivers import with_run_driver
+from backend.testing.postgres import TestServer
+from tests.conftest import project_root, use_database
+
+INI = Path(__file__).resolve().parent / "alembic.ini"
+
+
+def alembic(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`alembic -c tests/migrations/alembic.ini ARGS` in a process of its own, from the
+    repository's root, with DATABASE_* given by short name and nothing else of ours."""
+    ours = ("DATABASE_", "PG", "BACKEND_CONFIG")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    env |= {f"DATABASE_{name.upper()}": value for name, value in settings.items()}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(INI), *args],
+        cwd=project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def shown(url: URL) -> str:
+    return with_run_driver(url).render_as_string(hide_password=False)
+
+
+def columns(url: URL) -> dict[str, list[str]]:
+    """The migrated tables and their columns, and the revision: the server's view."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        tables = {
+            name: [column["name"] for column in inspector.get_columns(name)]
+            for name in inspector.get_table_names()
+            if name in ("migrated_hero", "alembic_version")
+        }
+        if "alembic_version" in tables:
+            with engine.connect() as connection:
+                versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+                tables["alembic_version"] = list(versions.scalars())
+        return tables
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_and_downgrade_on_the_database_url(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> None:
+    use_database(monkeypatch, database_url)
+    config = Config(str(INI))
+    command.upgrade(config, "head")
+    assert columns(database_url) == {
+        "migrated_hero": ["id", "name", "secret_name"],
+        "alembic_version": ["add_secret_name"],
+    }
+    command.downgrade(config, "create_hero")
+    assert columns(database_url) == {
+        "migrated_hero": ["id", "name"],
+        "alembic_version": ["create_hero"],
+    }
+    command.downgrade(config, "base")
+    assert columns(database_url) == {"alembic_version": []}
+
+
+def pgbouncer_logins(postgres: TestServer, database: str) -> list[str]:
+    """The client logins PgBouncer logged for `database` (log_connections, its default)."""
+    assert postgres.pooler is not None
+    log = (postgres.pooler.root / "pgbouncer.log").read_text()
+    return [line for line in log.splitlines() if f"login attempt: db={database} " in line]
+
+
+def test_alembic_upgrade_head_goes_to_the_direct_endpoint_not_the_pooler(
+    postgres: TestServer, database_name: str, database_url: URL, pooler_url: URL
+) -> None:
+    upgraded = alembic(
+        "upgrade", "head",
+        url=shown(pooler_url), pooler="pgbouncer", direct_url=shown(database_url),
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "Running upgrade create_hero -> add_secret_name" in upgraded.stderr
+    assert columns(database_url)["alembic_version"] == ["add_secret_name"]
+    # PgBouncer saw no client for this database: the migrations went around it.
+    assert pgbouncer_logins(postgres, database_name) == []
+    # ...where a client of the pooler is logged, as the app's would be.
+    engine = sa.create_engine(with_run_driver(pooler_url))
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    engine.dispose()
+    assert len(pgbouncer_logins(postgres, database_name)) == 1
+
+
+def test_a_neon_style_unpooled_url_is_what_alembic_uses(
+    postgres: TestServer, database_name: str, database_url: URL, pooler_url: URL
+) -> None:
+    upgraded = alembic(
+        "upgrade", "head",
+        url=shown(pooler_url), pooler="pgbouncer", url_unpooled=shown(database_url),
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert columns(database_url)["alembic_version"] == ["add_secret_name"]
+    assert pgbouncer_logins(postgres, database_name) == []
+
+
+def test_a_pooler_with_no_direct_endpoint_known_fails_in_one_line(pooler_url: URL) -> None:
+    refused = alembic("upgrade", "head", url=shown(pooler_url), pooler="pgbouncer")
+    assert refused.returncode != 0
+    said = (refused.stdout + refused.stderr).strip()
+    assert said.startswith("FAILED: no direct endpoint is known:")
+    assert "DATABASE_DIRECT_URL" in said
+    assert len(said.splitlines()) == 1
+    assert str(pooler_url.password) not in said
+
+
+def test_an_unreachable_database_fails_in_one_line(database_url: URL) -> None:
+    closed = database_url.set(port=1)
+    refused = alembic("upgrade", "head", url=shown(closed), connect_retries="0")
+    assert refused.returncode != 0
+    said = (refused.stdout + refused.stderr).strip()
+    assert said.startswith("FAILED: the direct endpoint ")
+    assert "did not connect: OperationalError: " in said
+    assert len(said.splitlines()) == 1
+    assert str(database_url.password) not in said
+
+
+def test_offline_mode_writes_the_sql_without_connecting(database_url: URL) -> None:
+    closed = database_url.set(port=1)
+    written = alembic("upgrade", "head", "--sql", url=shown(closed))
+    assert written.returncode == 0, written.stderr
+    assert "CREATE TABLE migrated_hero" in written.stdout
+    assert "CREATE INDEX ix_migrated_hero_secret_name" in written.stdout
+    assert str(database_url.password) not in written.stdout + written.stderr
