@@ -189,10 +189,11 @@ def say_which_database(container: Container, engine: Engine) -> None:
         sizes = f"pool {settings.pool_size} + {settings.max_overflow} overflow per engine"
         if (read := pool_sizes(settings, read_only=True)) != pool_sizes(settings, False):
             sizes += f" ({read[0]} + {read[1]} for the read engines)"
-        sizes += _direct_endpoint(container, plan)
     except ConfigurationError:  # an engine handed in by a test, without settings
         where = "an engine given to the container"
         sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__
+    else:
+        sizes += _direct_endpoint(container, plan)
     logger.info(
         "database %s, %s, sslmode=%s, %s",
         engine.url.render_as_string(hide_password=True), where,

@@ -186,6 +186,12 @@ def test_the_startup_line_says_where_the_direct_endpoint_comes_from(
     assert not any(isinstance(e.pool, NullPool) for e in container.built_engines())
 
 
+def test_a_refused_direct_url_stops_the_app_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    container = make_container(monkeypatch, POOLED, DATABASE_DIRECT_URL=POOLED)
+    with pytest.raises(ConfigurationError, match=r"^DATABASE_DIRECT_URL names a -pooler host"):
+        say_which_database(container, _checked(container))
+
+
 def run_url(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "backend", "url", "--direct", *args],
