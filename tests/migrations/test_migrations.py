@@ -12,11 +12,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 
+from backend import Container, SessionDep
 from backend.testing.drivers import with_run_driver
 from backend.testing.postgres import TestServer
-from tests.conftest import project_root, use_database
+from tests.conftest import project_root, serving, use_database
 
 INI = Path(__file__).resolve().parent / "alembic.ini"
 
@@ -87,8 +90,22 @@ def pgbouncer_logins(postgres: TestServer, database: str) -> list[str]:
     return [line for line in log.splitlines() if f"login attempt: db={database} " in line]
 
 
+router = APIRouter()
+
+
+@router.post("/heroes")
+def add_hero(name: str, session: SessionDep) -> list[str]:
+    session.execute(sa.text("INSERT INTO migrated_hero (name) VALUES (:name)"), {"name": name})
+    session.commit()
+    return list(session.execute(sa.text("SELECT name FROM migrated_hero")).scalars())
+
+
 def test_alembic_upgrade_head_goes_to_the_direct_endpoint_not_the_pooler(
-    postgres: TestServer, database_name: str, database_url: URL, pooler_url: URL
+    monkeypatch: pytest.MonkeyPatch,
+    postgres: TestServer,
+    database_name: str,
+    database_url: URL,
+    pooler_url: URL,
 ) -> None:
     upgraded = alembic(
         "upgrade", "head",
@@ -99,12 +116,11 @@ def test_alembic_upgrade_head_goes_to_the_direct_endpoint_not_the_pooler(
     assert columns(database_url)["alembic_version"] == ["add_secret_name"]
     # PgBouncer saw no client for this database: the migrations went around it.
     assert pgbouncer_logins(postgres, database_name) == []
-    # ...where a client of the pooler is logged, as the app's would be.
-    engine = sa.create_engine(with_run_driver(pooler_url))
-    with engine.connect() as connection:
-        connection.exec_driver_sql("SELECT 1")
-    engine.dispose()
-    assert len(pgbouncer_logins(postgres, database_name)) == 1
+    # ...where the app, on the same settings, serves through the pooler, and is logged there.
+    use_database(monkeypatch, pooler_url, pooler="pgbouncer", direct_url=shown(database_url))
+    with TestClient(serving(Container(), sys.modules[__name__])) as client:
+        assert client.post("/heroes", params={"name": "Deadpond"}).json() == ["Deadpond"]
+    assert pgbouncer_logins(postgres, database_name) != []
 
 
 def test_a_neon_style_unpooled_url_is_what_alembic_uses(
