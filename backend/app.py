@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api import health as health_route
 from backend.api.errors import handle_database_errors
-from backend.db.connection.plan import DERIVED, ConnectionPlan
+from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
 from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
@@ -212,8 +212,7 @@ def _direct_endpoint(container: Container, primary: ConnectionPlan) -> str:
     if direct is primary:
         return ""
     hosts = ",".join(f"{e.connects_to}:{e.port}" for e in direct.target.endpoints)
-    how = direct.source if direct.source == DERIVED else f"from {direct.source}"
-    return f"; direct endpoint {hosts} {how}"
+    return f"; direct endpoint {hosts} {direct.came_from}"
 
 
 def say_which_replicas(container: Container) -> None:

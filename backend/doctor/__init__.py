@@ -57,13 +57,7 @@ def run_checks(
         return _check_given_engine(report, container.engine(), options)
     (plan, engine, async_engine, said), ms = timed(partial(_built, container))
     report.add(_settings_step(plan, said), ms)
-    if not _reachable(report, plan):
-        report.skip(SERVER_STEPS, "no host takes connections")
-        return report
-    (step, connection), ms = timed(partial(server.authenticate, engine))
-    report.add(step, ms)
-    if connection is None:
-        report.skip(SERVER_STEPS[1:], "the server did not let us in")
+    if (connection := _signed_in(report, plan, engine, SERVER_STEPS)) is None:
         return report
     with connection:
         _server_steps(report, connection, engine, async_engine, plan, options)
@@ -81,16 +75,9 @@ def check_direct(container: Container, show: Callable[[Step], None] = lambda ste
     report = Report(show)
     plan = container.direct_plan()
     url = plan.settings.url.render_as_string(hide_password=True)
-    how = plan.source if plan.source == DERIVED else f"from {plan.source}"
-    report.add(Step("settings", "pass", f"{url}: {how}, sslmode={plan.sslmode}"))
-    if not _reachable(report, plan):
-        report.skip(DIRECT_STEPS, "no host takes connections")
-        return report
+    report.add(Step("settings", "pass", f"{url}: {plan.came_from}, sslmode={plan.sslmode}"))
     engine = container.direct_engine()
-    (step, connection), ms = timed(partial(server.authenticate, engine))
-    report.add(step, ms)
-    if connection is None:
-        report.skip(DIRECT_STEPS[1:], "the server did not let us in")
+    if (connection := _signed_in(report, plan, engine, DIRECT_STEPS)) is None:
         return report
     with connection:
         report.add(*timed(partial(server.server_version, connection)))
@@ -112,6 +99,21 @@ def check_direct(container: Container, show: Callable[[Step], None] = lambda ste
 
 def _direct_variable(plan: ConnectionPlan) -> str:
     return "DATABASE_DIRECT_URL" if plan.source == DERIVED else plan.source
+
+
+def _signed_in(
+    report: Report, plan: ConnectionPlan, engine: Engine, later: list[str]
+) -> Connection | None:
+    """DNS, TCP and TLS for each host, then authentication through `engine`: its connection,
+    or None, the `later` steps (authentication first) skipped with the reason."""
+    if not _reachable(report, plan):
+        report.skip(later, "no host takes connections")
+        return None
+    (step, connection), ms = timed(partial(server.authenticate, engine))
+    report.add(step, ms)
+    if connection is None:
+        report.skip(later[1:], "the server did not let us in")
+    return connection
 
 
 def _reachable(report: Report, plan: ConnectionPlan) -> bool:

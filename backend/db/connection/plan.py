@@ -68,6 +68,11 @@ class ConnectionPlan:
         return self.settings.origin(parameter)
 
     @property
+    def came_from(self) -> str:
+        """`from DATABASE_DIRECT_URL`, or how the URL was derived: for the startup line, check."""
+        return self.source if self.source == DERIVED else f"from {self.source}"
+
+    @property
     def sync_driver_name(self) -> str:
         return self.sync_driver.url.get_driver_name()
 
