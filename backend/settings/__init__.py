@@ -225,13 +225,18 @@ def _direct(
     """The direct URL through DATABASE_URL's rules. DATABASE_POOLER describes DATABASE_URL's
     host, not this one: here only a -pooler host counts as a pooler (which the connection plan
     then refuses), so that a local PgBouncer as DATABASE_URL can have its server beside it."""
-    own = {**config, "url": url, "read_url": None, "direct_url": None, "pooler": "auto"}
     with naming(where):
-        return load_settings(own, _without(environ, DIRECT_VARIABLES[1])), where
+        return _another_url(config, environ, url, pooler="auto"), where
 
 
-def _without(environ: Mapping[str, str], name: str) -> Mapping[str, str]:
-    return {key: value for key, value in environ.items() if key != name}
+def _another_url(
+    config: Mapping[str, Any], environ: Mapping[str, str], url: str, **settings: Any
+) -> DatabaseSettings:
+    """A replica's or the direct URL through DATABASE_URL's rules, with no replicas or direct
+    URL of its own: DATABASE_URL_UNPOOLED is left out of the environment it reads."""
+    own = {**config, **settings, "url": url, "read_url": None, "direct_url": None}
+    unpooled = DIRECT_VARIABLES[1]
+    return load_settings(own, {k: v for k, v in environ.items() if k != unpooled})
 
 
 def _replicas(
@@ -247,7 +252,7 @@ def _replicas(
     replicas = []
     for position, url in enumerate(urls, 1):
         with replica_errors(position, len(urls)):
-            replicas.append(load_settings({**config, "url": url, "read_url": None}, environ))
+            replicas.append(_another_url(config, environ, url))
     return tuple(replicas)
 
 

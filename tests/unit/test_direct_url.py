@@ -220,3 +220,12 @@ def test_url_direct_without_a_direct_endpoint_says_which_variable_to_set() -> No
     assert "DATABASE_DIRECT_URL" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert SECRET not in refused.stderr
+
+
+def test_a_replica_has_no_direct_endpoint_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    container = make_container(
+        monkeypatch, POOLED, DATABASE_READ_URL=NEON, DATABASE_URL_UNPOOLED=OTHER
+    )
+    (replica,) = container.settings().replicas
+    assert replica.direct is None
+    assert container.settings().direct is not None
