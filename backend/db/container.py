@@ -222,4 +222,8 @@ def use_database(container: Container, url: str | URL) -> None:
         # An AsyncEngine's connections belong to an event loop: drop them without closing.
         engine.dispose() if isinstance(engine, Engine) else engine.sync_engine.dispose(close=False)
     container.config.database.url.from_value(text)
+    # A direct URL of the environment belongs to its DATABASE_URL, not to `url`: the direct
+    # endpoint is now `url`'s own (itself, or none behind a pooler), never another database's.
+    container.config.database.direct_url.from_value(None)
+    container.config.database.url_unpooled.from_value(None)
     container.reset_singletons()

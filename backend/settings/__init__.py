@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import URL
 
-from backend.settings.environment import MAPPING, kind_of, read_config_file, resolve, utf8
+from backend.settings.environment import MAPPING, kind_of, read_config_file, resolve
 from backend.settings.errors import ConfigurationError, MissingDriver, NoDirectEndpoint
 from backend.settings.urls import (
     LIBPQ_VARIABLES,
@@ -25,7 +25,6 @@ from backend.settings.urls import (
 )
 
 __all__ = [
-    "DIRECT_VARIABLES",
     "LIBPQ_VARIABLES",
     "SECRET_PARAMETERS",
     "ConfigurationError",
@@ -166,7 +165,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     values = {name: resolve(value, environ) for name, value in config.items()}
     read_urls = values.pop("read_url", None)
-    direct = _direct_url(values.pop("direct_url", None), environ)
+    direct = _direct_url(values.pop("direct_url", None), values.pop("url_unpooled", None))
     query_defaults = values.pop("url_query_defaults", None) or {}
     if not isinstance(query_defaults, Mapping):
         raise ConfigurationError(
@@ -206,17 +205,12 @@ READ_URL = "DATABASE_READ_URL"
 DIRECT_VARIABLES = ("DATABASE_DIRECT_URL", "DATABASE_URL_UNPOOLED")
 
 
-def _direct_url(configured: object, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """The direct URL that was set, and the variable that set it.
-
-    config.yml's `direct_url` is DATABASE_DIRECT_URL; DATABASE_URL_UNPOOLED is read here, as
-    its fallback, since a ${VARIABLE:default} placeholder names one variable. The explicit one
-    wins when both are set, as a DATABASE_* variable wins over libpq's PG* one.
-    """
-    if configured is not None:
-        return str(configured), DIRECT_VARIABLES[0]
-    unpooled = utf8(DIRECT_VARIABLES[1], environ.get(DIRECT_VARIABLES[1]))
-    return (unpooled, DIRECT_VARIABLES[1]) if unpooled else None
+def _direct_url(direct: object, unpooled: object) -> tuple[str, str] | None:
+    """The direct URL that was set, and the variable that set it: DATABASE_DIRECT_URL wins
+    over DATABASE_URL_UNPOOLED, as a DATABASE_* variable wins over libpq's PG* one."""
+    if direct is not None:
+        return str(direct), DIRECT_VARIABLES[0]
+    return None if unpooled is None else (str(unpooled), DIRECT_VARIABLES[1])
 
 
 def _direct(
@@ -233,10 +227,9 @@ def _another_url(
     config: Mapping[str, Any], environ: Mapping[str, str], url: str, **settings: Any
 ) -> DatabaseSettings:
     """A replica's or the direct URL through DATABASE_URL's rules, with no replicas or direct
-    URL of its own: DATABASE_URL_UNPOOLED is left out of the environment it reads."""
-    own = {**config, **settings, "url": url, "read_url": None, "direct_url": None}
-    unpooled = DIRECT_VARIABLES[1]
-    return load_settings(own, {k: v for k, v in environ.items() if k != unpooled})
+    URL of its own."""
+    own = {**config, **settings, "url": url, "read_url": None}
+    return load_settings(own | {"direct_url": None, "url_unpooled": None}, environ)
 
 
 def _replicas(

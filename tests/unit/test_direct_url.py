@@ -12,6 +12,7 @@ from sqlalchemy.pool import NullPool
 
 from backend import Container
 from backend.app import _checked, say_which_database
+from backend.db.container import use_database
 from backend.settings import ConfigurationError, NoDirectEndpoint
 from tests.conftest import project_root
 from tests.unit.test_settings import NEON, SECRET, make_container
@@ -229,3 +230,13 @@ def test_a_replica_has_no_direct_endpoint_of_its_own(monkeypatch: pytest.MonkeyP
     (replica,) = container.settings().replicas
     assert replica.direct is None
     assert container.settings().direct is not None
+
+
+def test_use_database_leaves_the_environments_direct_url_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    container = make_container(
+        monkeypatch, POOLED, DATABASE_DIRECT_URL=OTHER, DATABASE_URL_UNPOOLED=OTHER
+    )
+    use_database(container, "postgresql://tester:pw@127.0.0.1:5432/test")
+    assert container.direct_engine().url.username == "tester"  # not the migrator's database
