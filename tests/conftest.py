@@ -23,7 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts from config.yml's defaults, whatever the shell exported (libpq's PG*
     variables included: the layer reads them as libpq does)."""
     for name in list(os.environ):
-        if name.startswith(("DATABASE_", "PG")) or name == "BACKEND_CONFIG":
+        if name.startswith(("DATABASE_", "PG")) or name in ("BACKEND_CONFIG", "BACKEND_ENV_FILE"):
             monkeypatch.delenv(name)
     deps.forget_default_container()
 

@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from time import perf_counter
 from types import FrameType
@@ -27,6 +27,7 @@ from backend.embedded import (
     PostgresServer,
     embedded_bindir,
 )
+from backend.settings import ConfigurationError, with_env_file
 
 NOT_INSTALLED = BAD_SETTING  # the exit code that says: install the extra, or set DATABASE_URL
 
@@ -61,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     # KeyboardInterrupt: Ctrl-C or SIGTERM. uvicorn re-raises it after its clean shutdown;
     # during startup it comes straight here. Either way the ExitStack has stopped the server.
     with suppress(KeyboardInterrupt), ExitStack() as stack:
-        if os.environ.get("DATABASE_URL"):
+        if _variables().get("DATABASE_URL"):
             checked_settings()
-            print("Using DATABASE_URL", flush=True)
+            where = "" if os.environ.get("DATABASE_URL") else " from .env"
+            print(f"Using DATABASE_URL{where}", flush=True)
         else:
             stack.enter_context(_embedded_database(args))
             checked_settings()
@@ -145,3 +147,11 @@ def _check_app(app: str) -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _variables() -> Mapping[str, str]:
+    """The environment the settings will read (.env under the process's), or one line."""
+    try:
+        return with_env_file(os.environ)
+    except ConfigurationError as error:
+        raise CommandError(str(error), BAD_SETTING) from None

@@ -1,8 +1,8 @@
 """print the embedded server's URL, for DATABASE_URL, SQLAlchemy, Alembic or psql, whether it
 runs or not; with --direct, the direct endpoint (migrations, pg_dump, psql): with DATABASE_URL
-set, the one its settings give (DATABASE_DIRECT_URL, DATABASE_URL_UNPOOLED, or derived from a
-Neon -pooler host), else the embedded server's, which has no pooler (the password is hidden
-unless --show-password)"""
+set (or in .env), the one its settings give (DATABASE_DIRECT_URL, DATABASE_URL_UNPOOLED, or
+derived from a Neon -pooler host), else the embedded server's, which has no pooler (the
+password is hidden unless --show-password)"""
 
 import argparse
 import os
@@ -14,7 +14,7 @@ from backend.cli import BAD_SETTING, CommandError, add_data_dir, data_folder
 from backend.db.container import Container
 from backend.embedded import recorded_url, running_elsewhere
 from backend.embedded.files import check_folder
-from backend.settings import ConfigurationError
+from backend.settings import ConfigurationError, with_env_file
 
 # The scheme names the driver, so that SQLAlchemy (2.1 reads a bare postgresql:// as psycopg 3)
 # and Alembic take the URL as it is; psql and other libpq tools want the plain scheme.
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr)  # stdout is the URL alone: $(python -m backend url)
 
-    if args.direct and os.environ.get("DATABASE_URL"):
+    if args.direct and _names_a_database():
         direct = _direct_url(args.driver)
         print(direct.render_as_string(hide_password=not args.show_password))
         return 0
@@ -74,6 +74,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"running, served by process {pid}" if pid else "running")
     return 0
+
+
+def _names_a_database() -> bool:
+    """Whether DATABASE_URL is set, in the environment or the .env the settings read."""
+    try:
+        return bool(with_env_file(os.environ).get("DATABASE_URL"))
+    except ConfigurationError as error:
+        raise CommandError(str(error), BAD_SETTING) from None
 
 
 def _direct_url(driver: str) -> URL:

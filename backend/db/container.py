@@ -29,7 +29,12 @@ from backend.db.sessions.scope import (
     make_session_maker,
     request_session,
 )
-from backend.settings import ConfigurationError, load_settings, read_config_file
+from backend.settings import (
+    ConfigurationError,
+    load_settings,
+    read_config_file,
+    with_env_file,
+)
 
 # The defaults ship inside the package; the repository's config.yml links here.
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config.yml"
@@ -187,13 +192,14 @@ class Container(containers.DeclarativeContainer):
     def __new__(
         cls, config_file: str | Path | None = None, **overriding_providers: Any
     ) -> "Container":
-        """`config_file` (or the BACKEND_CONFIG variable): your YAML, read over the defaults."""
+        """`config_file` (or the BACKEND_CONFIG variable, which .env may set): your YAML, read
+        over the defaults."""
         container = super().__new__(cls, **overriding_providers)
         # Interpolation off (envs_required=None, dependency-injector 4.46+, #861; its stubs say
         # bool): backend/settings/ resolves ${VAR:default} from the exact strings.
         container.config.from_yaml(DEFAULTS_FILE, required=True, envs_required=None)  # type: ignore[arg-type]
-        own = config_file or os.environ.get("BACKEND_CONFIG")
         try:
+            own = config_file or with_env_file(os.environ).get("BACKEND_CONFIG")
             own_config = read_config_file(own) if own else None
         except ConfigurationError as error:
             # Said when the settings are first built (the app's startup, like any bad

@@ -1,8 +1,8 @@
 """Every DATABASE_* knob as one typed, validated model, with errors that name the variable.
 
-What was set is read by `environment` (config files, ${VARIABLE:default}), DATABASE_URL is
-taken apart by `urls`, and the errors are `errors`' (re-exported here, as is what other
-modules read of these).
+What was set is read by `environment` (config files, ${VARIABLE:default}) and `dotenv` (the
+.env file, under the process environment), DATABASE_URL is taken apart by `urls`, and the
+errors are `errors`' (re-exported here, as is what other modules read of these).
 """
 
 import os
@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import URL
 
+from backend.settings.dotenv import with_env_file
 from backend.settings.environment import MAPPING, kind_of, read_config_file, resolve
 from backend.settings.errors import ConfigurationError, MissingDriver, NoDirectEndpoint
 from backend.settings.urls import (
@@ -37,6 +38,7 @@ __all__ = [
     "replica_errors",
     "replica_variable",
     "variable",
+    "with_env_file",
 ]
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -152,17 +154,17 @@ def load_settings(
 ) -> DatabaseSettings:
     """Validate the `database` section of config.yml, its ${VARIABLE:default}s resolved.
 
-    The variables are read here, from `environ` (os.environ by default), as the exact strings
-    that were set: dependency-injector's own interpolation pastes a value into the YAML text
-    before it is parsed, and YAML then reads 010 as 8, '' as ', off as false and .inf as
-    infinity. So the YAML is loaded with interpolation off, and each placeholder is resolved
-    here, by its name.
+    The variables are read here, from `environ` (by default os.environ over the .env file,
+    backend/settings/dotenv.py), as the exact strings that were set: dependency-injector's own
+    interpolation pastes a value into the YAML text before it is parsed, and YAML then reads
+    010 as 8, '' as ', off as false and .inf as infinity. So the YAML is loaded with
+    interpolation off, and each placeholder is resolved here, by its name.
     """
     if not config:
         raise ConfigurationError("config.yml has no `database` section")
     if not isinstance(config, Mapping):
         raise ConfigurationError(f"config.yml: `database` {MAPPING}, got {kind_of(config)}")
-    environ = os.environ if environ is None else environ
+    environ = with_env_file(os.environ) if environ is None else environ
     values = {name: resolve(value, environ) for name, value in config.items()}
     read_urls = values.pop("read_url", None)
     direct = _direct_url(values.pop("direct_url", None), values.pop("url_unpooled", None))

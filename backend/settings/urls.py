@@ -21,6 +21,9 @@ LIBPQ_VARIABLES = {
     "hostaddr": "PGHOSTADDR",
     "port": "PGPORT",
     "user": "PGUSER",
+    # Both drivers read PGPASSWORD from the process themselves; taken here as well so that
+    # one written in .env (backend/settings/dotenv.py), which they never see, counts too.
+    "password": "PGPASSWORD",
     "dbname": "PGDATABASE",
     "options": "PGOPTIONS",
     "sslmode": "PGSSLMODE",
@@ -115,6 +118,7 @@ def libpq_defaults(url: URL, environ: Mapping[str, str]) -> tuple[URL, dict[str,
         # SQLAlchemy's host=h:p form carries its own ports.
         "port": url.port is not None or "port" in url.query or _tuple(url.query.get("host")),
         "user": bool(url.username),
+        "password": url.password is not None,
         "dbname": bool(url.database),
     }
     origins: dict[str, str] = {}
@@ -125,6 +129,8 @@ def libpq_defaults(url: URL, environ: Mapping[str, str]) -> tuple[URL, dict[str,
         origins[parameter] = name
         if parameter == "user":
             url = url.set(username=value)
+        elif parameter == "password":
+            url = url.set(password=value)
         elif parameter == "dbname":
             url = url.set(database=value)
         else:

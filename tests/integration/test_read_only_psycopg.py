@@ -4,6 +4,7 @@ writes, the statement check reads what psycopg sends, and a read costs one round
 Engines are built here as build.py builds a read engine (autocommit; the read-only startup
 option on a direct host; refuse_writes and keep_server_guard)."""
 
+import statistics
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -176,10 +177,11 @@ async def test_round_trips_of_a_warm_read(
 
         for _ in range(3):
             read()
-        front.reset_traffic()
+        counted = []
         for _ in range(10):
+            front.reset_traffic()
             read()
-        counted = front.traffic.flights_up
+            counted.append(front.traffic.flights_up)
         engine.dispose()
     else:
         async_engine = async_read_engine(front_url, pooler=pooler)
@@ -187,18 +189,25 @@ async def test_round_trips_of_a_warm_read(
         async def read_async() -> None:
             async with async_engine.connect() as connection:
                 if stream:
-                    assert await (await connection.stream(one)).scalar() == 1
+                    # Not AsyncResult.scalar(): before SQLAlchemy 2.0.39 it fails on any
+                    # driver (sqlalchemy/sqlalchemy#12338), and 2.0.30 is our floor.
+                    assert await (await connection.stream_scalars(one)).first() == 1
                 else:
                     assert await connection.scalar(one) == 1
 
         for _ in range(3):
             await read_async()
-        front.reset_traffic()
+        counted = []
         for _ in range(10):
+            front.reset_traffic()
             await read_async()
-        counted = front.traffic.flights_up
+            counted.append(front.traffic.flights_up)
         await async_engine.dispose()
-    assert counted / 10 == flights
+    # The typical read's. The front counts a turn whenever the client speaks after the server
+    # did. psycopg 3.3.6 at times writes the last of a pipeline after the server has begun to
+    # answer, something it awaits no answer to: that read counts 2 and the next one 0 (their
+    # client still waited once each), where psycopg 3.3.9 counts 1 and 1.
+    assert statistics.median(counted) == flights, counted
 
 
 def test_behind_the_pooler_sql_on_the_raw_connection_is_read_only_too(

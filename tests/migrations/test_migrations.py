@@ -24,12 +24,17 @@ from tests.conftest import project_root, serving, use_database
 INI = Path(__file__).resolve().parent / "alembic.ini"
 
 
-def alembic(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+def alembic(
+    *args: str, env_file: Path | None = None, **settings: str
+) -> subprocess.CompletedProcess[str]:
     """`alembic -c tests/migrations/alembic.ini ARGS` in a process of its own, from the
-    repository's root, with DATABASE_* given by short name and nothing else of ours."""
-    ours = ("DATABASE_", "PG", "BACKEND_CONFIG")
+    repository's root, with DATABASE_* given by short name (or in `env_file`, a .env) and
+    nothing else of ours."""
+    ours = ("DATABASE_", "PG", "BACKEND_CONFIG", "BACKEND_ENV_FILE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env |= {f"DATABASE_{name.upper()}": value for name, value in settings.items()}
+    if env_file is not None:
+        env["BACKEND_ENV_FILE"] = str(env_file)
     return subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(INI), *args],
         cwd=project_root(),
@@ -123,13 +128,15 @@ def test_alembic_upgrade_head_goes_to_the_direct_endpoint_not_the_pooler(
     assert pgbouncer_logins(postgres, database_name) != []
 
 
-def test_a_neon_style_unpooled_url_is_what_alembic_uses(
-    postgres: TestServer, database_name: str, database_url: URL, pooler_url: URL
+def test_a_neon_style_env_file_migrates_on_its_unpooled_url(
+    postgres: TestServer, database_name: str, database_url: URL, pooler_url: URL, tmp_path: Path
 ) -> None:
-    upgraded = alembic(
-        "upgrade", "head",
-        url=shown(pooler_url), pooler="pgbouncer", url_unpooled=shown(database_url),
-    )  # fmt: skip
+    env_file = tmp_path / ".env"  # as Neon's integrations write it, beside the pooled URL
+    env_file.write_text(
+        f"DATABASE_URL='{shown(pooler_url)}'\nDATABASE_POOLER=pgbouncer\n"
+        f"DATABASE_URL_UNPOOLED='{shown(database_url)}'\n"
+    )
+    upgraded = alembic("upgrade", "head", env_file=env_file)
     assert upgraded.returncode == 0, upgraded.stderr
     assert columns(database_url)["alembic_version"] == ["add_secret_name"]
     assert pgbouncer_logins(postgres, database_name) == []

@@ -4,6 +4,7 @@
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dependency_injector import providers
@@ -240,3 +241,11 @@ def test_use_database_leaves_the_environments_direct_url_behind(
     )
     use_database(container, "postgresql://tester:pw@127.0.0.1:5432/test")
     assert container.direct_engine().url.username == "tester"  # not the migrator's database
+
+
+def test_url_direct_reads_database_url_from_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"DATABASE_URL={POOLED}\n")
+    shown = run_url(BACKEND_ENV_FILE=str(env_file))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"postgresql+psycopg2://alex:***@{DIRECT_HOST}:5432/neondb?")
