@@ -10,8 +10,10 @@ Online, the migrations run on the container's `direct_engine` (backend/db/contai
 DATABASE_DIRECT_URL, DATABASE_URL_UNPOOLED, or the direct host of a Neon -pooler DATABASE_URL,
 with DATABASE_URL's TLS rules and the connect timeout, retry and TCP timeouts, and never on
 PgBouncer in transaction mode, which would hand each statement of a migration to any server
-connection. A connection handed in through `config.attributes["connection"]` (Alembic's
-cookbook, which backend.testing.migrations.alembic_schema uses) is used as it is. Offline
+connection. One run at a time per database: each holds a session-level advisory lock for its
+run, so instances deploying at once take turns. A connection handed in through
+`config.attributes["connection"]` (Alembic's cookbook, which
+backend.testing.migrations.alembic_schema uses) is used as it is. Offline
 (`alembic upgrade head --sql`), the SQL is written for the direct URL's dialect, and nothing
 connects.
 
@@ -25,7 +27,7 @@ from contextlib import contextmanager
 from logging.config import fileConfig
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.db.container import Container
@@ -35,7 +37,7 @@ from backend.settings import ConfigurationError
 if TYPE_CHECKING:
     from alembic.runtime.environment import EnvironmentContext
 
-__all__ = ["run_migrations"]
+__all__ = ["MIGRATION_LOCK", "run_migrations"]
 
 EXTRA = "pip install 'fastapi-sqlmodel-neon[alembic]'"
 
@@ -86,11 +88,35 @@ def run_migrations(
     # After the refusals above, which Alembic's own logging would otherwise say a second time.
     _log_as_the_ini_says(context)
     try:
-        with connection:
+        with connection, _one_run_at_a_time(connection):
             _run_on(context, connection, options)
     finally:
         if own:
             engine.dispose()
+
+
+# The advisory lock that lets one deploy step at a time migrate a database: a bigint that
+# every release takes the same.
+MIGRATION_LOCK = int.from_bytes(b"migrate!", "big")
+
+
+@contextmanager
+def _one_run_at_a_time(connection: Connection) -> Iterator[None]:
+    """Hold the database's migration lock for the run: instances deploying at once take turns,
+    and the next one finds the revisions the first applied (Alembic reads the database's
+    revision when its run starts). A session-level advisory lock, which only a direct
+    connection keeps: behind PgBouncer in transaction mode the next statement may run on
+    another server connection. Committed at once, so that Alembic begins its own transaction
+    (it leaves one already open to its caller)."""
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    connection.commit()
+    try:
+        yield
+    finally:
+        if not connection.invalidated:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
 
 
 def _run_on(context: "EnvironmentContext", connection: Connection, options: dict[str, Any]) -> None:

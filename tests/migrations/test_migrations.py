@@ -6,6 +6,7 @@ migrations must go to the direct endpoint, as PgBouncer's own log shows."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from alembic.config import Config
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
 from backend import Container, SessionDep
+from backend.migrations import MIGRATION_LOCK
 from backend.testing.drivers import with_run_driver
 from backend.testing.postgres import TestServer
 from tests.conftest import project_root, serving, use_database
@@ -24,26 +27,34 @@ from tests.conftest import project_root, serving, use_database
 INI = Path(__file__).resolve().parent / "alembic.ini"
 
 
-def alembic(
+def alembic_process(
     *args: str, env_file: Path | None = None, **settings: str
-) -> subprocess.CompletedProcess[str]:
-    """`alembic -c tests/migrations/alembic.ini ARGS` in a process of its own, from the
-    repository's root, with DATABASE_* given by short name (or in `env_file`, a .env) and
+) -> subprocess.Popen[str]:
+    """`alembic -c tests/migrations/alembic.ini ARGS` started in a process of its own, from
+    the repository's root, with DATABASE_* given by short name (or in `env_file`, a .env) and
     nothing else of ours."""
     ours = ("DATABASE_", "PG", "BACKEND_CONFIG", "BACKEND_ENV_FILE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env |= {f"DATABASE_{name.upper()}": value for name, value in settings.items()}
     if env_file is not None:
         env["BACKEND_ENV_FILE"] = str(env_file)
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "alembic", "-c", str(INI), *args],
         cwd=project_root(),
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
+
+
+def alembic(
+    *args: str, env_file: Path | None = None, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """The same, run to its end."""
+    process = alembic_process(*args, env_file=env_file, **settings)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def shown(url: URL) -> str:
@@ -173,3 +184,26 @@ def test_offline_mode_writes_the_sql_without_connecting(database_url: URL) -> No
     assert "CREATE TABLE migrated_hero" in written.stdout
     assert "CREATE INDEX ix_migrated_hero_secret_name" in written.stdout
     assert str(database_url.password) not in written.stdout + written.stderr
+
+
+def test_deploy_steps_at_once_migrate_one_after_the_other(
+    admin_engine: sa.Engine, database_name: str, database_url: URL
+) -> None:
+    lock = sa.text("SELECT pg_advisory_lock(:key)")
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
+        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    )
+    # Another deploy step, midway (its own connection: closing it ends its session and lock).
+    with sa.create_engine(database_url, poolclass=NullPool).connect() as holder:
+        holder.execute(lock, {"key": MIGRATION_LOCK})
+        holder.commit()
+        second = alembic_process("upgrade", "head", url=shown(database_url))
+        with admin_engine.connect() as admin:
+            while not admin.execute(waiting, {"name": database_name}).scalar():
+                assert second.poll() is None, second.communicate()
+                time.sleep(0.05)
+        assert "alembic_version" not in columns(database_url)  # it waits, and has done nothing
+    _, err = second.communicate(timeout=120)  # the holder's connection closed: its turn
+    assert second.returncode == 0, err
+    assert columns(database_url)["alembic_version"] == ["add_secret_name"]
