@@ -59,6 +59,14 @@ def test_the_rule_takes_newer_neon_hosts_in_any_letter_case(
     assert container.direct_engine().url.host == direct_host
 
 
+def test_a_neon_pooler_host_taken_for_direct_still_migrates_on_the_direct_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    container = make_container(monkeypatch, POOLED, DATABASE_POOLER="none")
+    assert not container.connection_plan().is_pooler  # the app's engines, as it was told
+    assert container.direct_engine().url.host == DIRECT_HOST
+
+
 def test_without_a_pooler_the_direct_endpoint_is_database_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

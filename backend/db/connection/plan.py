@@ -164,7 +164,10 @@ def plan_direct(settings: DatabaseSettings, primary: ConnectionPlan) -> Connecti
                 "direct endpoint's URL (the same host without -pooler)"
             )
         return replace(plan, source=where)
-    if not primary.is_pooler:
+    endpoint = primary.target.single_host
+    # Neon's -pooler host is its PgBouncer whatever DATABASE_POOLER says of it.
+    neon_pooler = endpoint is not None and neon_direct_host(endpoint.host) is not None
+    if not (primary.is_pooler or neon_pooler):
         return primary
     direct = _derived(settings, primary)
     return replace(plan_connection(direct), source=DERIVED)
