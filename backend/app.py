@@ -24,7 +24,7 @@ from backend.db.container import Container, EngineHook
 from backend.db.deps import default_container, use_container
 from backend.db.engines.pool import pool_sizes
 from backend.middleware import RequestScopeMiddleware
-from backend.settings import ConfigurationError
+from backend.settings import ConfigurationError, NoDirectEndpoint
 from backend.wiring import check_wiring, resolve_markers_on_the_loop
 
 logger = logging.getLogger("backend")
@@ -201,11 +201,27 @@ def say_which_database(container: Container, engine: Engine) -> None:
     except ConfigurationError:  # an engine handed in by a test, without settings
         where = "an engine given to the container"
         sizes = f"pool {pool.size()}" if isinstance(pool, QueuePool) else type(pool).__name__
+    else:
+        sizes += _direct_endpoint(container, plan)
     logger.info(
         "database %s, %s, sslmode=%s, %s",
         engine.url.render_as_string(hide_password=True), where,
         engine.url.query.get("sslmode", "default"), sizes,
     )  # fmt: skip
+
+
+def _direct_endpoint(container: Container, primary: ConnectionPlan) -> str:
+    """The startup line's word on the direct endpoint, where it is not DATABASE_URL's host.
+    Its plan is built here, so that a direct URL the rules refuse stops the app at startup;
+    one that is unknown stops only what needs it (the direct engine)."""
+    try:
+        direct = container.direct_plan()
+    except NoDirectEndpoint:
+        return "; no direct endpoint known (migrations need DATABASE_DIRECT_URL)"
+    if direct is primary:
+        return ""
+    hosts = ",".join(f"{e.connects_to}:{e.port}" for e in direct.target.endpoints)
+    return f"; direct endpoint {hosts} {direct.came_from}"
 
 
 def say_which_replicas(container: Container) -> None:

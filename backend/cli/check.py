@@ -16,10 +16,10 @@ from dependency_injector import providers
 from backend.cli import BAD_SETTING, CommandError, positive, workers_from_environment
 from backend.db.connection.plan import ConnectionPlan
 from backend.db.container import Container
-from backend.doctor import Options, Report, Step, run_checks
+from backend.doctor import Options, Report, Step, check_direct, run_checks
 from backend.doctor.budget import ENGINES
 from backend.doctor.report import as_line
-from backend.settings import ConfigurationError
+from backend.settings import ConfigurationError, NoDirectEndpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             _check_replica(plan, number, options, show, args.json)
             for number, plan in enumerate(container.replica_plans(), 1)
         ]
+        direct = _check_direct(container, show, args.json)
     except ConfigurationError as error:
         if not args.json:
             raise CommandError(str(error), BAD_SETTING) from None
@@ -79,22 +80,42 @@ def run(args: argparse.Namespace) -> int:
         report.add(Step("settings", "fail", str(error)))
         print(json.dumps({**report.as_json(), "exit_code": BAD_SETTING}))
         return BAD_SETTING
-    code = max([report.exit_code, *(replica.exit_code for replica in replicas)])
+    others = [*replicas, *([direct] if direct else [])]
+    code = max([report.exit_code, *(other.exit_code for other in others)])
     if args.json:
         document = report.as_json()
         if replicas:
-            replica_documents = [replica.as_json() for replica in replicas]
-            document |= {"ok": code == 0, "exit_code": code, "replicas": replica_documents}
+            document["replicas"] = [replica.as_json() for replica in replicas]
+        if direct:
+            document["direct"] = direct.as_json()
+        document |= {"ok": code == 0, "exit_code": code}
         json.dump(document, sys.stdout)
         print()
     else:
-        if not replicas:
+        if not others:
             print(report.summary())
         else:
             print(f"primary: {report.summary()}")
             for number, replica in enumerate(replicas, 1):
                 print(f"replica {number}: {replica.summary()}")
+            if direct:
+                print(f"direct endpoint: {direct.summary()}")
     return code
+
+
+def _check_direct(container: Container, show: Callable[[Step], None], quiet: bool) -> Report | None:
+    """The direct endpoint (migrations), where one is known and it is not DATABASE_URL's own
+    host; checked through the container's direct engine."""
+    try:
+        plan = container.direct_plan()
+    except NoDirectEndpoint:
+        return None  # the app serves without one; only its migrations need it
+    if plan is container.connection_plan():
+        return None
+    if not quiet:
+        url = plan.settings.url.render_as_string(hide_password=True)
+        print(f"\ndirect endpoint: {url}", flush=True)
+    return check_direct(container, show)
 
 
 def _check_replica(

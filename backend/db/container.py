@@ -10,8 +10,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.plan import plan_connection, plan_replicas
-from backend.db.engines.build import create_async_db_engine, create_sync_engine
+from backend.db.connection.plan import plan_connection, plan_direct, plan_replicas
+from backend.db.engines.build import (
+    create_async_db_engine,
+    create_direct_engine,
+    create_sync_engine,
+)
 from backend.db.engines.readonly import read_only_view
 from backend.db.reads.replica_health import ReadReplicas
 from backend.db.reads.replicas import ReplicaSet
@@ -134,6 +138,10 @@ def _no_replicas(_: object) -> tuple[()]:
     return ()
 
 
+def _the_same(engine: T) -> T:
+    return engine
+
+
 class RequestSession(providers.Factory[Any]):
     """Provides the request's own Session (backend/db/sessions/scope.py).
 
@@ -198,6 +206,13 @@ class Container(containers.DeclarativeContainer):
         replica_plans, replica_state,
     ))  # fmt: skip
     read_replicas = providers.ThreadSafeSingleton(ReadReplicas, replica_engines, replica_state)
+    # The direct endpoint (DATABASE_DIRECT_URL, or derived: plan_direct): migrations, advisory
+    # locks, LISTEN, long admin work, never through a pooler. Built on first use, unpooled. An
+    # engine given to the container is the whole database, so the direct engine is that one.
+    direct_plan = providers.ThreadSafeSingleton(plan_direct, settings, connection_plan)
+    direct_engine = _followed(
+        engine, _the_same, _engine(create_direct_engine, built_engines, direct_plan)
+    )
     # What /health/db and the startup line look at: the write engine, or the async one when
     # that alone was given to the container (an async app's whole database).
     probed_engine = providers.Callable(
@@ -281,4 +296,8 @@ def use_database(container: Container, url: str | URL) -> None:
         # An AsyncEngine's connections belong to an event loop: drop them without closing.
         engine.dispose() if isinstance(engine, Engine) else engine.sync_engine.dispose(close=False)
     container.config.database.url.from_value(text)
+    # A direct URL of the environment belongs to its DATABASE_URL, not to `url`: the direct
+    # endpoint is now `url`'s own (itself, or none behind a pooler), never another database's.
+    container.config.database.direct_url.from_value(None)
+    container.config.database.url_unpooled.from_value(None)
     container.reset_singletons()

@@ -20,14 +20,14 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.connection.plan import ConnectionPlan
+from backend.db.connection.plan import DERIVED, ConnectionPlan
 from backend.db.container import Container
 from backend.doctor import network, server, server_settings
 from backend.doctor.budget import ENGINES, connection_budget
 from backend.doctor.report import Report, Step, timed
 from backend.settings import MissingDriver
 
-__all__ = ["Options", "Report", "Step", "run_checks"]
+__all__ = ["Options", "Report", "Step", "check_direct", "run_checks"]
 
 SERVER_STEPS = [
     "authentication",
@@ -57,6 +57,67 @@ def run_checks(
         return _check_given_engine(report, container.engine(), options)
     (plan, engine, async_engine, said), ms = timed(partial(_built, container))
     report.add(_settings_step(plan, said), ms)
+    if (connection := _signed_in(report, plan, engine, SERVER_STEPS)) is None:
+        return report
+    with connection:
+        _server_steps(report, connection, engine, async_engine, plan, options)
+    engine.dispose()
+    return report
+
+
+DIRECT_STEPS = ["authentication", "server", "pooler"]
+
+
+def check_direct(container: Container, show: Callable[[Step], None] = lambda step: None) -> Report:
+    """The direct endpoint (migrations, advisory locks, LISTEN), where it is not DATABASE_URL's
+    own host: DNS, TCP and TLS, authentication through the direct engine, the server, and that
+    no pooler answers there. A setting it refuses (NoDirectEndpoint included) propagates."""
+    report = Report(show)
+    plan = container.direct_plan()
+    url = plan.settings.url.render_as_string(hide_password=True)
+    report.add(Step("settings", "pass", f"{url}: {plan.came_from}, sslmode={plan.sslmode}"))
+    engine = container.direct_engine()
+    if (connection := _signed_in(report, plan, engine, DIRECT_STEPS)) is None:
+        return report
+    with connection:
+        report.add(*timed(partial(server.server_version, connection)))
+    found, ms = timed(partial(server.detect_pooler, engine, plan))
+    if found.kind in ("pgbouncer", "ignores"):
+        step = Step(
+            "pooler",
+            "fail",
+            f"a pooler: {found.evidence}; migrations, advisory locks and LISTEN break there",
+            fix=f"give the server's own URL in {_direct_variable(plan)}",
+        )
+    elif found.kind == "none":
+        step = Step("pooler", "pass", f"direct: {found.evidence}")
+    else:
+        step = Step("pooler", "warn", f"could not tell: {found.evidence}")
+    report.add(step, ms)
+    return report
+
+
+def _direct_variable(plan: ConnectionPlan) -> str:
+    return "DATABASE_DIRECT_URL" if plan.source == DERIVED else plan.source
+
+
+def _signed_in(
+    report: Report, plan: ConnectionPlan, engine: Engine, later: list[str]
+) -> Connection | None:
+    """DNS, TCP and TLS for each host, then authentication through `engine`: its connection,
+    or None, the `later` steps (authentication first) skipped with the reason."""
+    if not _reachable(report, plan):
+        report.skip(later, "no host takes connections")
+        return None
+    (step, connection), ms = timed(partial(server.authenticate, engine))
+    report.add(step, ms)
+    if connection is None:
+        report.skip(later[1:], "the server did not let us in")
+    return connection
+
+
+def _reachable(report: Report, plan: ConnectionPlan) -> bool:
+    """DNS, TCP and TLS for each host of the plan: whether any takes connections."""
     settings, target = plan.settings, plan.target
     reachable = False
     listed = len(target.endpoints) > 1
@@ -85,27 +146,16 @@ def run_checks(
         step.facts.setdefault("host", endpoint.host or endpoint.address)
         add(step, ms)
         reachable = True
-    if not reachable:
-        if listed:
-            report.add(
-                Step(
-                    "hosts",
-                    "fail",
-                    f"none of the {len(target.endpoints)} hosts takes connections",
-                    fix="see the warnings above, host by host",
-                )
+    if not reachable and listed:
+        report.add(
+            Step(
+                "hosts",
+                "fail",
+                f"none of the {len(target.endpoints)} hosts takes connections",
+                fix="see the warnings above, host by host",
             )
-        report.skip(SERVER_STEPS, "no host takes connections")
-        return report
-    (step, connection), ms = timed(partial(server.authenticate, engine))
-    report.add(step, ms)
-    if connection is None:
-        report.skip(SERVER_STEPS[1:], "the server did not let us in")
-        return report
-    with connection:
-        _server_steps(report, connection, engine, async_engine, plan, options)
-    engine.dispose()
-    return report
+        )
+    return reachable
 
 
 def _server_steps(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 
 from backend.settings.dotenv import with_env_file
 from backend.settings.environment import MAPPING, kind_of, read_config_file, resolve
-from backend.settings.errors import ConfigurationError, MissingDriver
+from backend.settings.errors import ConfigurationError, MissingDriver, NoDirectEndpoint
 from backend.settings.urls import (
     LIBPQ_VARIABLES,
     SECRET_PARAMETERS,
@@ -31,7 +31,9 @@ __all__ = [
     "ConfigurationError",
     "DatabaseSettings",
     "MissingDriver",
+    "NoDirectEndpoint",
     "load_settings",
+    "naming",
     "read_config_file",
     "replica_errors",
     "replica_variable",
@@ -64,6 +66,11 @@ class DatabaseSettings(BaseModel):
     # Read replicas (backend/db/reads/replicas.py): each DATABASE_READ_URL entry's own
     # settings, made by the same rules as DATABASE_URL's (TLS, pooler, libpq defaults, secrets).
     replicas: tuple["DatabaseSettings", ...] = ()
+    # The direct endpoint's own settings (migrations, advisory locks, LISTEN), when a URL was
+    # given for it, made by the same rules as DATABASE_URL's; `direct_variable` names where it
+    # came from (DIRECT_VARIABLES). None: the connection plan derives it from DATABASE_URL.
+    direct: "DatabaseSettings | None" = None
+    direct_variable: str | None = None
     # A replica further behind than this many seconds takes no reads until it catches up.
     read_max_lag: float = Field(
         ge=0, allow_inf_nan=False, description="a number of seconds >= 0 (0: no bound)"
@@ -160,6 +167,7 @@ def load_settings(
     environ = with_env_file(os.environ) if environ is None else environ
     values = {name: resolve(value, environ) for name, value in config.items()}
     read_urls = values.pop("read_url", None)
+    direct = _direct_url(values.pop("direct_url", None), values.pop("url_unpooled", None))
     query_defaults = values.pop("url_query_defaults", None) or {}
     if not isinstance(query_defaults, Mapping):
         raise ConfigurationError(
@@ -185,12 +193,45 @@ def load_settings(
     except ValidationError as exc:
         problems = [_explain(error, origin) for error in exc.errors()]
         raise ConfigurationError("; ".join(problems)) from None
-    if read_urls is None:
-        return settings
-    return settings.model_copy(update={"replicas": _replicas(config, environ, str(read_urls))})
+    update: dict[str, Any] = {}
+    if read_urls is not None:
+        update["replicas"] = _replicas(config, environ, str(read_urls))
+    if direct is not None:
+        update["direct"], update["direct_variable"] = _direct(config, environ, *direct)
+    return settings.model_copy(update=update) if update else settings
 
 
 READ_URL = "DATABASE_READ_URL"
+# Where the direct endpoint's URL is read from, the first one set winning: the layer's own
+# variable, then the one Neon's integrations (Vercel, Netlify, …) write beside DATABASE_URL.
+DIRECT_VARIABLES = ("DATABASE_DIRECT_URL", "DATABASE_URL_UNPOOLED")
+
+
+def _direct_url(direct: object, unpooled: object) -> tuple[str, str] | None:
+    """The direct URL that was set, and the variable that set it: DATABASE_DIRECT_URL wins
+    over DATABASE_URL_UNPOOLED, as a DATABASE_* variable wins over libpq's PG* one."""
+    if direct is not None:
+        return str(direct), DIRECT_VARIABLES[0]
+    return None if unpooled is None else (str(unpooled), DIRECT_VARIABLES[1])
+
+
+def _direct(
+    config: Mapping[str, Any], environ: Mapping[str, str], url: str, where: str
+) -> tuple[DatabaseSettings, str]:
+    """The direct URL through DATABASE_URL's rules. DATABASE_POOLER describes DATABASE_URL's
+    host, not this one: here only a -pooler host counts as a pooler (which the connection plan
+    then refuses), so that a local PgBouncer as DATABASE_URL can have its server beside it."""
+    with naming(where):
+        return _another_url(config, environ, url, pooler="auto"), where
+
+
+def _another_url(
+    config: Mapping[str, Any], environ: Mapping[str, str], url: str, **settings: Any
+) -> DatabaseSettings:
+    """A replica's or the direct URL through DATABASE_URL's rules, with no replicas or direct
+    URL of its own."""
+    own = {**config, **settings, "url": url, "read_url": None}
+    return load_settings(own | {"direct_url": None, "url_unpooled": None}, environ)
 
 
 def _replicas(
@@ -206,7 +247,7 @@ def _replicas(
     replicas = []
     for position, url in enumerate(urls, 1):
         with replica_errors(position, len(urls)):
-            replicas.append(load_settings({**config, "url": url, "read_url": None}, environ))
+            replicas.append(_another_url(config, environ, url))
     return tuple(replicas)
 
 
@@ -216,14 +257,23 @@ def replica_variable(position: int, count: int) -> str:
 
 
 @contextmanager
-def replica_errors(position: int, count: int) -> Iterator[None]:
-    """A replica's URL goes through DATABASE_URL's rules, whose messages name DATABASE_URL:
-    name the replica's URL instead (the messages hold no secret, only the variable's name)."""
+def naming(where: str) -> Iterator[None]:
+    """Another URL goes through DATABASE_URL's rules, whose messages name DATABASE_URL: name
+    that URL's variable instead (the messages hold no secret, only the variable's name)."""
     try:
         yield
     except ConfigurationError as error:
-        where = replica_variable(position, count)
-        message = re.sub(r"\bDATABASE_URL\b", where, str(error))
+        raise ConfigurationError(re.sub(r"\bDATABASE_URL\b", where, str(error))) from None
+
+
+@contextmanager
+def replica_errors(position: int, count: int) -> Iterator[None]:
+    """A replica's URL, named in the messages of DATABASE_URL's rules."""
+    try:
+        with naming(replica_variable(position, count)):
+            yield
+    except ConfigurationError as error:
+        message = str(error)
         if count > 1 and "is not a valid URL" in message:
             message += (
                 f"; the URLs in {READ_URL} are separated by whitespace, so a space in a "

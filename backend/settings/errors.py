@@ -15,4 +15,9 @@ class MissingDriver(ConfigurationError):
         )
 
 
+class NoDirectEndpoint(ConfigurationError):
+    """The direct endpoint was asked for where none is known: DATABASE_URL is a pooler whose
+    direct host no rule gives, and no direct URL was set."""
+
+
 _NAMES = {"psycopg": "psycopg 3 (psycopg)"}

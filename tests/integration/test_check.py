@@ -139,6 +139,31 @@ def test_check_passes_on_the_pooler_the_layer_knows(pooler_url: URL, drivers: st
     assert "client connections to the pooler" in checked.step("connections")["detail"]
 
 
+def test_check_checks_the_direct_endpoint_beside_the_pooler(
+    pooler_url: URL, database_url: URL
+) -> None:
+    direct = with_run_driver(database_url).render_as_string(hide_password=False)
+    checked = check(pooler_url, pooler="pgbouncer", direct_url=direct)
+    assert checked.code == checked.json_code == 0, checked.text
+    steps = {step["name"]: step for step in checked.document["direct"]["steps"]}
+    assert list(steps) == ["settings", "dns", "tcp", "tls", "authentication", "server", "pooler"]
+    assert all(step["status"] == "pass" for step in steps.values()), steps
+    assert "from DATABASE_DIRECT_URL" in steps["settings"]["detail"]
+    assert steps["pooler"]["detail"].startswith("direct: the server applied a startup parameter")
+    assert "direct endpoint: ✔ nothing failed" in checked.text
+
+
+def test_check_fails_a_direct_endpoint_that_is_a_pooler(pooler_url: URL) -> None:
+    pooled = with_run_driver(pooler_url).render_as_string(hide_password=False)
+    checked = check(pooler_url, pooler="pgbouncer", direct_url=pooled)
+    assert checked.code == checked.json_code == 1, checked.text
+    assert checked.failed() == []  # the primary is as the layer takes it: a pooler
+    (pooler,) = [s for s in checked.document["direct"]["steps"] if s["name"] == "pooler"]
+    assert pooler["status"] == "fail"
+    assert pooler["fix"] == "give the server's own URL in DATABASE_DIRECT_URL"
+    assert "direct endpoint: ✘ 1 check failed" in checked.text
+
+
 def test_a_pooler_the_layer_takes_for_a_direct_host(pooler_url: URL) -> None:
     checked = check(pooler_url)
     assert checked.code == checked.json_code == 1

@@ -11,7 +11,7 @@ here and nowhere else; url.py, target.py and tls.py are pure rules on the values
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from ssl import SSLContext
 from types import MappingProxyType
@@ -27,10 +27,17 @@ from backend.db.connection.url import (
     check_scheme,
     is_pooler,
     libpq_args,
+    neon_direct_host,
     refuse_startup_settings_on_pooler,
     sync_driver,
 )
-from backend.settings import DatabaseSettings, replica_errors
+from backend.settings import (
+    ConfigurationError,
+    DatabaseSettings,
+    NoDirectEndpoint,
+    naming,
+    replica_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,17 @@ class ConnectionPlan:
     # asyncpg plan also says what asyncpg drops and the warnings it gets.
     sync_driver: DriverArgs
     async_driver: DriverArgs
+    # Where the URL came from, for the startup line: the variable, or how it was derived.
+    source: str = "DATABASE_URL"
 
     def origin(self, parameter: str) -> str:
         """Where a URL parameter came from, for messages: `host in DATABASE_URL` or `PGHOST`."""
         return self.settings.origin(parameter)
+
+    @property
+    def came_from(self) -> str:
+        """`from DATABASE_DIRECT_URL`, or how the URL was derived: for the startup line, check."""
+        return self.source if self.source == DERIVED else f"from {self.source}"
 
     @property
     def sync_driver_name(self) -> str:
@@ -128,3 +142,56 @@ def plan_replicas(settings: DatabaseSettings) -> tuple[ConnectionPlan, ...]:
         with replica_errors(position, count):
             plans.append(plan_connection(replica))
     return tuple(plans)
+
+
+DERIVED = "derived from DATABASE_URL's -pooler host"
+
+
+def plan_direct(settings: DatabaseSettings, primary: ConnectionPlan) -> ConnectionPlan:
+    """The direct endpoint's plan (migrations, advisory locks, LISTEN, long admin work), never
+    a pooler: the direct URL that was set (DATABASE_DIRECT_URL, DATABASE_URL_UNPOOLED); else,
+    for a Neon -pooler DATABASE_URL, its direct host by Neon's rule; else, where DATABASE_URL
+    is no pooler, `primary` itself. A pooler with no direct host known is NoDirectEndpoint,
+    which names DATABASE_DIRECT_URL: the layer never hands out the pooler as the direct one.
+    """
+    if settings.direct is not None:
+        where = settings.direct_variable or "DATABASE_DIRECT_URL"
+        with naming(where):
+            plan = plan_connection(settings.direct)
+        if plan.is_pooler:
+            raise ConfigurationError(
+                f"{where} names a -pooler host, Neon's PgBouncer in transaction mode: give the "
+                "direct endpoint's URL (the same host without -pooler)"
+            )
+        return replace(plan, source=where)
+    endpoint = primary.target.single_host
+    # Neon's -pooler host is its PgBouncer whatever DATABASE_POOLER says of it.
+    neon_pooler = endpoint is not None and neon_direct_host(endpoint.host) is not None
+    if not (primary.is_pooler or neon_pooler):
+        return primary
+    direct = _derived(settings, primary)
+    return replace(plan_connection(direct), source=DERIVED)
+
+
+def _derived(settings: DatabaseSettings, primary: ConnectionPlan) -> DatabaseSettings:
+    endpoint = primary.target.single_host
+    host = None if endpoint is None else neon_direct_host(endpoint.host)
+    options = settings.url.query.get("options")
+    # Neon's SNI workaround names the -pooler endpoint in `options=endpoint=…`, which the
+    # proxy would find inconsistent with the direct host.
+    if endpoint is None or host is None or "endpoint=" in str(options or ""):
+        why = (
+            f"DATABASE_POOLER={settings.pooler}"
+            if settings.pooler != "auto"
+            else "a -pooler host that gives no single Neon direct host"
+        )
+        raise NoDirectEndpoint(
+            f"no direct endpoint is known: DATABASE_URL is a pooler ({why}) and "
+            "DATABASE_DIRECT_URL is not set; set it to the server's own URL, which migrations, "
+            "advisory locks and LISTEN need (PgBouncer in transaction mode breaks them)"
+        )
+    url = settings.url.difference_update_query({"host", "port"}).set(host=host, port=endpoint.port)
+    origins = {**settings.origins, "host": f"the direct host ({DERIVED})"}
+    return settings.model_copy(
+        update={"url": url, "pooler": "auto", "replicas": (), "origins": origins}
+    )

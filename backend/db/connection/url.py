@@ -4,6 +4,7 @@ Each takes values already resolved by the plan (backend.db.connection.plan): the
 (target.py), the sslmode (tls.py), asyncpg's `ssl` argument. No I/O.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ssl import SSLContext
@@ -44,6 +45,20 @@ def is_pooler(mode: str, target: Target) -> bool:
     return any(
         endpoint.host.split(".")[0].lower().endswith("-pooler") for endpoint in target.endpoints
     )
+
+
+# A Neon endpoint's host: its endpoint ID as the first label, under neon.tech (an extra label,
+# such as c-2., may stand before the region).
+NEON_POOLER_HOST = re.compile(
+    r"(?P<endpoint>ep-[a-z0-9-]+)-pooler(?P<rest>(\.[a-z0-9-]+)*\.neon\.tech)\.?"
+)
+
+
+def neon_direct_host(host: str) -> str | None:
+    """The direct host of a Neon -pooler host, by Neon's rule: the same host without `-pooler`
+    on the endpoint ID. None for any other host, where no rule says what the direct one is."""
+    match = NEON_POOLER_HOST.fullmatch(host.lower())
+    return None if match is None else f"{match['endpoint']}{match['rest']}"
 
 
 def check_scheme(url: URL) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from backend.db.connection.plan import ConnectionPlan
 from backend.db.engines.connect_retry import retry_connects
@@ -49,6 +50,34 @@ def create_sync_engine(plan: ConnectionPlan, *, read_only: bool = False) -> Engi
     )
     if read_only and not plan.is_pooler:
         keep_server_guard(engine)  # a request must not leave the setting off for the next
+    _label_errors(engine)
+    return engine
+
+
+def create_direct_engine(plan: ConnectionPlan) -> Engine:
+    """The direct endpoint's engine (backend.db.connection.plan.plan_direct): migrations,
+    advisory locks, LISTEN, long admin work, on the plan's sync driver with its TLS, connect
+    timeout, connect retry and TCP timeouts.
+
+    Unpooled (NullPool): such work holds one connection while it runs and then has none to
+    keep, so none sits idle against the direct endpoint's max_connections (the pooler's
+    10,000 client slots are not in front of it) or goes stale when Neon suspends the compute.
+    No client-side statement deadline: DATABASE_STATEMENT_TIMEOUT bounds a request's wait,
+    and a migration's DDL may rightly run longer; a dead link still ends within
+    DATABASE_TCP_USER_TIMEOUT.
+    """
+    settings = plan.settings
+    driver = plan.sync_driver_name
+    _require(driver, "sync")
+    url = _libpq_url(plan, plan.sync_driver.url, read_only=False)
+    engine = create_engine(
+        url,
+        connect_args=dict(plan.sync_driver.connect_args),
+        poolclass=NullPool,
+        echo=settings.echo,
+        hide_parameters=not settings.echo,
+    )
+    retry_connects(engine, settings.connect_retries, budget=settings.connect_timeout)
     _label_errors(engine)
     return engine
 
