@@ -211,7 +211,7 @@ class Container(containers.DeclarativeContainer):
     # engine given to the container is the whole database, so the direct engine is that one.
     direct_plan = providers.ThreadSafeSingleton(plan_direct, settings, connection_plan)
     direct_engine = _followed(
-        engine, _the_same, _engine(create_direct_engine, built_engines, direct_plan)
+        engine, _the_same, _engine(create_direct_engine, built_engines, direct_plan, role="direct")
     )
     # What /health/db and the startup line look at: the write engine, or the async one when
     # that alone was given to the container (an async app's whole database).
