@@ -44,17 +44,17 @@ def environment() -> dict[str, str]:
 
 
 def start_main_job(
-    data_dir: Path, *options: str
+    data_dir: Path, *options: str, cwd: Path | None = None
 ) -> tuple[subprocess.Popen[str], int, dict[str, object] | None]:
-    """Start `python -m backend` on `data_dir`; the job, its port, and its health once it
-    answers."""
+    """Start `python -m backend` on `data_dir`, in `cwd` (the repository by default); the job,
+    its port, and its health once it answers."""
     port = free_port()
     job = subprocess.Popen(
         [
             *(sys.executable, "-m", "backend"),
             *("--port", str(port), "--data-dir", str(data_dir), *options),
         ],
-        cwd=project_root(),
+        cwd=cwd or project_root(),
         env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
