@@ -13,6 +13,7 @@ every psycopg2 connection in the process. Not PQcancel: the answer to a cancel c
 connection that is stalled.
 """
 
+import functools
 import math
 import os
 import socket
@@ -86,6 +87,7 @@ class BoundedCursor(cursor):
         return bounded(self.connection, super().fetchall) if self.name else super().fetchall()
 
 
+@functools.cache  # one class per factory: an instrumentation sets its own at every connect
 def bounded_cursor_class(factory: Any) -> type[cursor]:
     """`factory`, a cursor class, with each wait for the server bounded as BoundedCursor's."""
     if factory is None or factory is cursor:
