@@ -78,9 +78,15 @@ def start_and_wait_mid_test(pytester: pytest.Pytester) -> "subprocess.Popen[byte
     started = pytester.path / "started"
     ending = f"Path({str(started)!r}).touch(); time.sleep(120)"
     pytester.makepyfile(test_everything=USES_EVERYTHING.format(ending=ending))
+    # Ctrl-C raises KeyboardInterrupt as in a terminal, even where this run was started with
+    # SIGINT ignored (a shell's background job), which Python would otherwise pass on.
+    arguments = ["-p", "no:cacheprovider", f"--basetemp={pytester.path / 'basetemp'}"]
+    as_from_a_terminal = (
+        "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"sys.exit(pytest.main({arguments!r}))"
+    )
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         f"--basetemp={pytester.path / 'basetemp'}"],
+        [sys.executable, "-c", as_from_a_terminal],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
