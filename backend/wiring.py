@@ -73,18 +73,40 @@ def resolve_markers_on_the_loop(app: FastAPI) -> None:
     its provider and its place in dependency-injector's eyes (ProvideOnLoop is a Provide,
     ClosingOnLoop a Closing), and hands FastAPI the session itself, which @inject passes on.
     """
+    swapped = False
     for route in _routes(app.routes):
         if isinstance(route, APIRoute | APIWebSocketRoute):
             for _, _, marker in _markers(route.dependant):
                 kind, inner = type(marker), getattr(marker, "provider", None)
                 if kind is PROVIDE and _reaches_a_session(inner):
                     marker.__class__ = ProvideOnLoop
+                    swapped = True
                 elif (
                     kind is CLOSING
                     and type(inner) is PROVIDE
                     and _reaches_a_session(getattr(inner, "provider", None))
                 ):
                     marker.__class__ = ClosingOnLoop
+                    swapped = True
+    if swapped:
+        _forget_how_fastapi_called_them()
+
+
+def _forget_how_fastapi_called_them() -> None:
+    """FastAPI 0.16x decides once per callable object, for the whole process, whether a
+    dependency is sync or async: lru_caches in fastapi/dependencies/models.py, private, with no
+    public way to reset them. A marker one app served before another app's layer started (a
+    router shared by several apps, as in a test suite) would stay "sync" after its class became
+    ProvideOnLoop, and FastAPI would hand the route an unawaited coroutine. Cleared, each marker
+    is classified again at its next use. Earlier FastAPI versions decide at each call and have
+    no such cache: nothing to clear."""
+    from fastapi.dependencies import models
+
+    for name in ("_is_coroutine_callable_cached", "_is_gen_callable_cached",
+                 "_is_async_gen_callable_cached"):  # fmt: skip
+        cache = getattr(models, name, None)
+        if cache is not None:
+            cache.cache_clear()
 
 
 def _reaches_a_session(provider: object) -> bool:

@@ -431,3 +431,28 @@ def test_an_installed_app_tested_without_its_lifespan_still_works(database: URL)
     assert answer.status_code == 200, answer.text
     assert answer.json()["same_session"]
     assert keys(database) == {"no-lifespan"}
+
+
+def test_a_router_another_app_served_first_still_gets_its_sessions(database: URL) -> None:
+    """A router shared by several apps, as in a test suite: served first by an app without
+    the layer, whose request FastAPI ran its markers as sync dependencies, then by an
+    installed app, which turns them into markers resolved on the event loop."""
+    router = APIRouter()
+
+    @router.post("/shared/notes/{key}")
+    @inject
+    def add_note(key: str, session: Session = Depends(Provide[AppContainer.session])) -> bool:
+        session.add(DropInNote(key=key))
+        session.commit()
+        return True
+
+    without_the_layer = FastAPI()
+    without_the_layer.include_router(router)
+    with TestClient(without_the_layer, raise_server_exceptions=False) as client:
+        assert client.post("/shared/notes/before").status_code == 500  # nothing provides it
+    installed_app = FastAPI()
+    installed_app.include_router(router)
+    install(installed_app, AppContainer())
+    answer = TestClient(installed_app).post("/shared/notes/after")  # no lifespan
+    assert answer.status_code == 200, answer.text
+    assert keys(database) == {"after"}
